@@ -1,0 +1,18 @@
+"""minires: a small, readable deep-learning framework on NumPy and CuPy that reproduces
+"Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
+
+Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autograd)
+-> ``ops``/``functional`` (hand-written forward and backward) -> ``nn`` (modules)
+-> ``models`` (ResNets) -> ``optim``, ``data``, ``train`` (the paper's recipe).
+"""
+from . import functional
+from .backend import get_array_module, gpu_available
+from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
+from .gradcheck import GradcheckError, gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "gpu_available", "get_array_module", "functional",
+]

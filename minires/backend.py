@@ -1,0 +1,81 @@
+"""Backends: which array module (NumPy or CuPy) holds a tensor's data.
+
+minires never hard-codes ``numpy`` inside an op. The module is read off the data
+(``xp = get_array_module(x)``, as DeZero and Chainer do), so the same op code runs on
+the CPU with NumPy and on the GPU with CuPy. CuPy is optional and imported lazily.
+"""
+import functools
+
+import numpy as np
+
+DEVICES = ("cpu", "gpu")
+
+
+@functools.lru_cache(maxsize=None)
+def _cupy():
+    """The cupy module, or None when it cannot be imported."""
+    try:
+        import cupy
+    except Exception:  # ImportError, or a broken CUDA install raising at import
+        return None
+    return cupy
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_available():
+    """True only when CuPy imports *and* a CUDA device answers.
+
+    On a machine without a GPU ``import cupy`` can succeed while every allocation
+    raises, so we allocate, compute and copy back one small array to be sure.
+    """
+    cp = _cupy()
+    if cp is None:
+        return False
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            return False
+        return float((cp.arange(3, dtype=cp.float32) * 2).sum().get()) == 6.0
+    except Exception:
+        return False
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy when any argument is a CuPy array (None and scalars are ignored)."""
+    cp = _cupy()
+    if cp is not None:
+        for a in arrays:
+            if isinstance(a, cp.ndarray):
+                return cp
+    return np
+
+
+def device_of(array):
+    """'gpu' for a CuPy array, 'cpu' otherwise."""
+    return "cpu" if isinstance(array, np.ndarray) or get_array_module(array) is np else "gpu"
+
+
+def check_device(device):
+    """Validate a device name and return it ('cpu' or 'gpu'; 'cuda' is accepted as 'gpu')."""
+    if device == "cuda":
+        device = "gpu"
+    if device not in DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device == "gpu" and not gpu_available():
+        raise RuntimeError(
+            "device 'gpu' requested but no GPU is usable: CuPy is not installed or no CUDA "
+            "device answers (pip install 'minires[gpu]' on a machine with an NVIDIA GPU)"
+        )
+    return device
+
+
+def to_device(array, device):
+    """Return ``array`` on ``device`` ('cpu' or 'gpu'); no copy when it is already there."""
+    device = check_device(device)
+    if device == "cpu":
+        return array.get() if device_of(array) == "gpu" else np.asarray(array)
+    return _cupy().asarray(array)
+
+
+def to_numpy(array):
+    """A NumPy array holding the values of ``array`` (copied from the GPU when needed)."""
+    return array.get() if device_of(array) == "gpu" else np.asarray(array)

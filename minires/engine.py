@@ -1,0 +1,401 @@
+"""The autograd engine: ``Tensor``, ``Function`` and reverse-mode ``backward``.
+
+How backprop works here, in one file:
+
+* Every op is a ``Function`` subclass with a ``forward`` (arrays in, one array out) and a
+  ``backward`` (the gradient of the output in, one gradient per input out).
+* Calling an op on tensors runs ``forward`` on their arrays and, when a gradient is wanted,
+  records the op as the result's ``_ctx`` together with its inputs: a dynamic graph.
+* ``Tensor.backward`` sorts that graph topologically (an explicit-stack loop, because
+  ResNet-1202's graph is far deeper than Python's recursion limit), then walks it from the
+  output back to the leaves, calling each op's ``backward`` and summing the gradients of
+  tensors used more than once (a residual block uses its input twice: branch and shortcut).
+* After ``backward`` the graph is freed (each op drops what it saved), as in PyTorch, unless
+  ``retain_graph=True``.
+
+Gradients (``.grad``) are plain backend arrays (NumPy or CuPy), as in PyTorch where
+``.grad`` has the parameter's shape, dtype and device. Only leaves get a ``.grad``.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+from .backend import check_device, device_of, get_array_module, to_device, to_numpy
+
+_state = threading.local()
+
+
+def is_grad_enabled():
+    """Whether ops record the graph (False inside ``no_grad()``)."""
+    return getattr(_state, "grad_enabled", True)
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) under which no graph is recorded, as ``torch.no_grad``."""
+
+    def __enter__(self):
+        self._prev = is_grad_enabled()
+        _state.grad_enabled = False
+
+    def __exit__(self, *exc):
+        _state.grad_enabled = self._prev
+        return False
+
+
+def _is_float(dtype):
+    return np.issubdtype(dtype, np.floating)
+
+
+def _as_array(data, dtype=None):
+    """Backend array from a Tensor, a NumPy/CuPy array, or Python numbers."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if xp is np and not isinstance(data, np.ndarray):
+        python_data = not isinstance(data, np.generic)  # NumPy scalars keep their dtype
+        data = np.asarray(data)
+        # Python floats become float32, the training dtype (as torch.tensor does).
+        if python_data and dtype is None and data.dtype == np.float64:
+            data = data.astype(np.float32)
+    if dtype is not None and data.dtype != dtype:
+        data = data.astype(dtype)
+    return data
+
+
+class Tensor:
+    """An n-dimensional array that can record the ops applied to it.
+
+    ``Tensor(data, requires_grad=False)``: ``data`` is a NumPy or CuPy array (kept as it
+    is: float64 stays float64) or nested Python numbers (floats become float32).
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._ctx = None  # the Function that made this tensor, if recorded
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        return len(self.data)
+
+    @property
+    def device(self):
+        """'cpu' (NumPy) or 'gpu' (CuPy)."""
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    @property
+    def T(self):
+        return F.permute(self, tuple(reversed(range(self.ndim))))
+
+    def requires_grad_(self, flag=True):
+        if flag and not _is_float(self.data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype} "
+                f"(shape {self.shape}); convert with .float() or Tensor(x.astype('float32'))"
+            )
+        self.requires_grad = bool(flag)
+        return self
+
+    def detach(self):
+        """A new tensor sharing this one's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU if needed)."""
+        return to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted, shape is {self.shape}")
+        return self.data.reshape(()).item()
+
+    def to(self, device):
+        """This tensor on ``device`` ('cpu' or 'gpu'); ``self`` when already there.
+
+        The copy is a leaf that keeps ``requires_grad`` (a device move is not recorded).
+        """
+        device = check_device(device)
+        if device == self.device:
+            return self
+        return Tensor(to_device(self.data, device), requires_grad=self.requires_grad)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def gpu(self):
+        return self.to("gpu")
+
+    def astype(self, dtype):
+        """A copy with another dtype (not recorded: use it on leaves)."""
+        return Tensor(self.data.astype(dtype), requires_grad=self.requires_grad and _is_float(np.dtype(dtype)))
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def __repr__(self):
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='gpu'" if self.device == "gpu" else ""
+        body = np.array2string(to_numpy(self.data), separator=", ", prefix="tensor(")
+        return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"truth value of a tensor with {self.data.size} elements is ambiguous")
+        return bool(self.data)
+
+    # --------------------------------------------------------------- backward
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the upstream gradient (array or Tensor of this tensor's shape); it may be
+        left out only for one-element tensors, where it defaults to 1.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward(): this tensor does not require grad and has no graph; set "
+                "requires_grad=True on the inputs (and check you are not inside no_grad())"
+            )
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward(): grad can be implicitly created only for one-element outputs, but "
+                    f"this tensor has shape {self.shape}; pass a gradient of that shape, e.g. "
+                    f"y.backward(np.ones({self.shape}))"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad)
+            if device_of(grad) != self.device:
+                raise RuntimeError(f"backward(): grad is on {device_of(grad)} but the tensor is on {self.device}")
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward(): grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
+            if grad.dtype != self.dtype:
+                raise TypeError(f"backward(): grad has dtype {grad.dtype} but the tensor has dtype {self.dtype}")
+
+        order = _topological_order(self)
+        grads = {id(self): grad}
+        for i in range(len(order) - 1, -1, -1):
+            t = order[i]
+            order[i] = None  # let arrays go as soon as they are done with (peak memory)
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            fn = t._ctx
+            if fn is None:  # a leaf: accumulate, never alias an array another tensor may hold
+                t.grad = g.copy() if t.grad is None else t.grad + g
+                continue
+            if fn.freed:
+                raise RuntimeError(
+                    f"backward(): trying to backward through the graph a second time ({type(fn).__name__} "
+                    "already freed its saved arrays); call backward(retain_graph=True) the first time"
+                )
+            in_grads = fn.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for inp, ig in zip(fn.inputs, in_grads):
+                if ig is None or inp is None or not inp.requires_grad:
+                    continue
+                key = id(inp)
+                grads[key] = ig if key not in grads else grads[key] + ig
+            if not retain_graph:
+                fn.free()
+
+    # ------------------------------------------------------------- operators
+    def __add__(self, other):
+        return F.add(self, other)
+
+    def __radd__(self, other):
+        return F.add(other, self)
+
+    def __sub__(self, other):
+        return F.sub(self, other)
+
+    def __rsub__(self, other):
+        return F.sub(other, self)
+
+    def __mul__(self, other):
+        return F.mul(self, other)
+
+    def __rmul__(self, other):
+        return F.mul(other, self)
+
+    def __truediv__(self, other):
+        return F.div(self, other)
+
+    def __rtruediv__(self, other):
+        return F.div(other, self)
+
+    def __neg__(self):
+        return F.neg(self)
+
+    def __pow__(self, other):
+        return F.pow(self, other)
+
+    def __rpow__(self, other):
+        return F.pow(other, self)
+
+    def __matmul__(self, other):
+        return F.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return F.matmul(other, self)
+
+    def __getitem__(self, index):
+        return F.getitem(self, index)
+
+    # --------------------------------------------------------------- methods
+    def sum(self, dim=None, keepdim=False):
+        return F.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return F.mean(self, dim, keepdim)
+
+    def reshape(self, *shape):
+        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return F.flatten(self, start_dim, end_dim)
+
+    def transpose(self, dim0, dim1):
+        return F.transpose(self, dim0, dim1)
+
+    def permute(self, *dims):
+        return F.permute(self, dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)
+
+    def exp(self):
+        return F.exp(self)
+
+    def log(self):
+        return F.log(self)
+
+    def relu(self):
+        return F.relu(self)
+
+
+def _topological_order(root):
+    """Tensors reachable from ``root`` that need a gradient, inputs before outputs.
+
+    Depth-first post-order with an explicit stack: a recursive version would overflow
+    Python's stack on ResNet-1202 (thousands of ops in a chain).
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        if id(t) in visited:
+            continue
+        visited.add(id(t))
+        stack.append((t, True))
+        if t._ctx is not None and t._ctx.inputs is not None:
+            for inp in t._ctx.inputs:
+                if inp is not None and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    return order
+
+
+class Function:
+    """Base class of every op: ``forward`` on arrays, ``backward`` on the output's gradient.
+
+    Subclasses take their hyperparameters in ``__init__``, save in ``forward`` only what
+    ``backward`` needs (as attributes of ``self``), and return from ``backward`` one gradient
+    per input, in order (``None`` for inputs that take none, e.g. integer targets).
+    Call an op as ``MyOp(hyper=...)(x, w)``; inputs are Tensors or None.
+    """
+
+    inputs = None
+    freed = False
+
+    def __call__(self, *inputs):
+        arrays = [None if t is None else t.data for t in inputs]
+        _check_same_device(type(self).__name__, inputs)
+        out = self.forward(*arrays)
+        result = Tensor(out)
+        if is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            result.requires_grad = True
+            result._ctx = self
+            self.inputs = inputs
+        return result
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    def free(self):
+        """Drop everything saved for backward (and the link to the inputs)."""
+        self.__dict__.clear()
+        self.freed = True
+
+
+def _check_same_device(name, inputs):
+    devices = [device_of(t.data) for t in inputs if t is not None]
+    if devices and any(d != devices[0] for d in devices):
+        shown = ", ".join(f"input {i} on {d}" for i, d in enumerate(devices))
+        raise RuntimeError(f"{name}: expected all tensors on the same device, got {shown}; use .to(device)")
+
+
+def as_tensor(x, like=None):
+    """``x`` as a Tensor; Python numbers take the dtype and device of ``like`` (a Tensor).
+
+    That keeps ``float32_tensor * 2.0`` in float32 and on the tensor's device.
+    """
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and isinstance(x, (int, float, bool, np.number)):
+        xp = get_array_module(like.data)
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    if like is not None:
+        arr = _as_array(x)
+        if device_of(arr) != like.device:
+            raise RuntimeError(f"expected an array on {like.device}, got one on {device_of(arr)}")
+        return Tensor(arr)
+    return Tensor(x)
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """``minires.tensor(data)``: like ``Tensor(data)``, as ``torch.tensor``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# The ops need Tensor and Function, so they are imported after both are defined.
+from . import functional as F  # noqa: E402

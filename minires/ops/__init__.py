@@ -1,0 +1,1 @@
+"""The ops: each a ``Function`` with its forward, backward and the math side by side."""

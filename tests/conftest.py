@@ -1,0 +1,27 @@
+"""Shared fixtures: the ``device`` fixture runs a test on NumPy and, when a GPU answers, on CuPy."""
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from minires import gpu_available
+
+# Gradient checks are slow per example; a fixed, modest budget keeps the suite fast and stable.
+settings.register_profile(
+    "minires", max_examples=int(os.environ.get("MINIRES_HYPOTHESIS_EXAMPLES", "20")), deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("minires")
+
+GPU_SKIP_REASON = "no GPU: CuPy is not installed or no CUDA device answers"
+
+DEVICES = [
+    "cpu",
+    pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason=GPU_SKIP_REASON)]),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """'cpu' or 'gpu': move inputs with ``Tensor(...).to(device)`` or ``minires.backend.to_device``."""
+    return request.param
