@@ -1,0 +1,160 @@
+"""The training command end to end: outputs, resume bit for bit, Ctrl-C, NaN, eval-only."""
+import csv
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minires import train as T
+from minires.checkpoint import load_checkpoint
+
+SAMPLE = Path(os.environ.get("MINIRES_CIFAR_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/cifar-10-sample"))
+
+# A tiny net and a short run keep each case to a second or two on a 2-core CPU.
+TINY = ["--depth", "8", "--width", "4", "--batch-size", "32", "--train-limit", "256", "--no-progress"]
+
+
+def run_cli(*args):
+    return T.main([*TINY, *args])
+
+
+def checkpoint_arrays(path):
+    ckpt = load_checkpoint(path)
+    return ckpt["model"], ckpt["optimizer"], ckpt["meta"]
+
+
+def test_cli_synthetic_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(out)) == 0
+    for name in ("config.json", "metrics.csv", "metrics.jsonl", "last.npz", "best.npz", "curves.png"):
+        assert (out / name).is_file(), name
+    rows = T.read_metrics(out)
+    # 256 images / 32 = 8 batches per epoch: 12 iterations are one full epoch and half of the next.
+    assert [r["iteration"] for r in rows] == [8, 12]
+    with open(out / "metrics.csv") as f:
+        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [8, 12]
+    printed = capsys.readouterr().out
+    assert "epoch   1" in printed and "final test error" in printed
+    # lr drops at 1/2 and 3/4 of the run (iterations 6 and 9): the last epoch ends at 0.001
+    assert rows[-1]["lr"] == pytest.approx(0.001)
+    assert json.loads((out / "config.json").read_text())["depth"] == 8
+
+
+def test_training_error_falls_on_synthetic_data(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--dataset", "synthetic", "--epochs", "4", "--lr", "0.05", "--out", str(out)) == 0
+    errs = [r["train_err"] for r in T.read_metrics(out)]
+    assert errs[-1] < errs[0] - 0.1, errs
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason=f"CIFAR-10 sample not found at {SAMPLE}")
+def test_cli_on_the_cifar10_sample(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("--data-dir", str(SAMPLE), "--iterations", "3", "--out", str(out)) == 0
+    rows = T.read_metrics(out)
+    assert rows[-1]["iteration"] == 3 and 0 <= rows[-1]["test_err"] <= 1
+    assert T.main(["--eval-only", str(out / "last.npz"), "--data-dir", str(SAMPLE)]) == 0
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    common = ["--dataset", "synthetic", "--milestones", "6", "9"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert run_cli(*common, "--iterations", "12", "--out", str(whole)) == 0
+    assert run_cli(*common, "--iterations", "6", "--out", str(parts)) == 0
+    assert run_cli("--iterations", "12", "--out", str(parts), "--resume") == 0
+    a_model, a_opt, a_meta = checkpoint_arrays(whole / "last.npz")
+    b_model, b_opt, b_meta = checkpoint_arrays(parts / "last.npz")
+    assert a_meta["iteration"] == b_meta["iteration"] == 12
+    for k in a_model:
+        np.testing.assert_array_equal(a_model[k], b_model[k], err_msg=k)
+    for i, s in a_opt["state"].items():
+        np.testing.assert_array_equal(s["momentum_buffer"], b_opt["state"][i]["momentum_buffer"])
+    assert T.read_metrics(whole)[-1]["train_loss"] == T.read_metrics(parts)[-1]["train_loss"]
+
+
+def _interrupt_after(trainer, iteration):
+    """Send a real SIGINT right after the optimiser step of ``iteration`` (1-based)."""
+    step = trainer.optimizer.step
+
+    def step_then_interrupt(*a, **kw):
+        result = step(*a, **kw)
+        if trainer.iteration + 1 == iteration:
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    trainer.optimizer.step = step_then_interrupt
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches(tmp_path):
+    def cfg(out, iterations):
+        return T.TrainConfig(depth=8, width=4, batch_size=32, train_limit=256, dataset="synthetic",
+                             iterations=iterations, milestones=[6, 9], out=str(out), progress=False)
+
+    whole = T.train(cfg(tmp_path / "whole", 12), log=lambda *a: None)["trainer"]
+
+    trainer = T.Trainer(cfg(tmp_path / "cut", 12), log=lambda *a: None)
+    os.makedirs(trainer.cfg.out, exist_ok=True)
+    _interrupt_after(trainer, 5)  # in the middle of the first epoch (8 batches)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    meta = load_checkpoint(tmp_path / "cut" / "last.npz")["meta"]
+    assert (meta["iteration"], meta["batch_in_epoch"], meta["epoch"]) == (5, 5, 0)
+
+    resumed = T.train(cfg(tmp_path / "cut", 12), resume=True, log=lambda *a: None)["trainer"]
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    cfg = T.TrainConfig(depth=8, width=4, batch_size=32, train_limit=256, dataset="synthetic",
+                        iterations=16, out=str(tmp_path), progress=False)
+    trainer = T.Trainer(cfg, log=print)
+    step = trainer.optimizer.step
+
+    def poisoned_step(*a, **kw):
+        step(*a, **kw)
+        if trainer.iteration + 1 == 10:  # in the second epoch, after last.npz of epoch 1 exists
+            trainer.model.fc.weight.data[...] = np.nan
+
+    trainer.optimizer.step = poisoned_step
+    with pytest.raises(T.NonFiniteLoss, match="iteration 11"):
+        trainer.run()
+    meta = load_checkpoint(tmp_path / "last.npz")["meta"]
+    assert meta["iteration"] == 8
+    assert all(np.isfinite(v).all() for v in load_checkpoint(tmp_path / "last.npz")["model"].values())
+
+
+def test_cli_reports_nan_with_exit_code(tmp_path, capsys):
+    # An absurd learning rate blows the logits up within a few steps.
+    code = run_cli("--dataset", "synthetic", "--iterations", "16", "--lr", "1e30", "--out", str(tmp_path))
+    assert code == 3
+    assert "last good checkpoint" in capsys.readouterr().out
+
+
+def test_bad_options_give_clear_errors(tmp_path, capsys):
+    assert run_cli("--dataset", "synthetic", "--depth", "21", "--iterations", "1", "--out", str(tmp_path)) == 2
+    assert "6n+2" in capsys.readouterr().err
+    assert T.main(["--resume", "--out", str(tmp_path / "nothing"), "--no-progress"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        T.main(["--epochs", "1", "--iterations", "2"])
+
+
+def test_plan_budgets_and_milestones():
+    cfg = T.TrainConfig()
+    assert T.plan(cfg, 391) == (64000, [32000, 48000])  # the paper's
+    cfg = T.TrainConfig(epochs=10)
+    assert T.plan(cfg, 32) == (320, [160, 240])
+    cfg = T.TrainConfig(epochs=10, milestones=[5, 8])
+    assert T.plan(cfg, 32) == (320, [160, 256])
+
+
+def test_warmup_is_on_for_resnet110_only():
+    from minires.optim import WarmupUntil
+    opt = None  # schedules work without an optimiser (lr_at only)
+    assert isinstance(T.make_schedule(T.TrainConfig(depth=110), opt, 100, [50]), WarmupUntil)
+    assert not isinstance(T.make_schedule(T.TrainConfig(depth=56), opt, 100, [50]), WarmupUntil)
