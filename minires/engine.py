@@ -16,7 +16,7 @@ How backprop works here, in one file:
 Gradients (``.grad``) are plain backend arrays (NumPy or CuPy), as in PyTorch where
 ``.grad`` has the parameter's shape, dtype and device. Only leaves get a ``.grad``.
 """
-import contextlib
+import functools
 import threading
 
 import numpy as np
@@ -31,8 +31,15 @@ def is_grad_enabled():
     return getattr(_state, "grad_enabled", True)
 
 
-class no_grad(contextlib.ContextDecorator):
+class no_grad:
     """Context manager (and decorator) under which no graph is recorded, as ``torch.no_grad``."""
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with no_grad():  # a fresh context per call, so recursion restores the mode correctly
+                return fn(*args, **kwargs)
+        return wrapper
 
     def __enter__(self):
         self._prev = is_grad_enabled()

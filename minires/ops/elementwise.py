@@ -142,12 +142,13 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        self.mask = y > 0
-        return y
+        self.y = xp.maximum(x, 0)
+        # Saving y, not the mask y > 0: the next op keeps y alive anyway, a mask would cost
+        # another byte per element; recomputing y > 0 in backward is one cheap pass.
+        return self.y
 
     def backward(self, gy):
-        return gy * self.mask
+        return gy * (self.y > 0)
 
 
 def add(a, b):

@@ -3,6 +3,23 @@ from ..backend import device_of, get_array_module
 from ..engine import Function, Tensor, as_tensor
 
 
+def channel_rows(x):
+    """x (N, C, ...) as a (C, M) matrix, one row per channel, M = N * (spatial size).
+
+    A free view when x is channel-major (C, N, H, W) memory, as conv outputs are; otherwise
+    one copy. Per-channel statistics are then reductions along contiguous rows, and every
+    per-channel constant broadcasts as a (C, 1) column.
+    """
+    xp = get_array_module(x)
+    return xp.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+
+
+def from_channel_rows(rows, shape):
+    """Inverse of ``channel_rows``: (C, M) back to an (N, C, ...) view of ``shape``."""
+    xp = get_array_module(rows)
+    return xp.moveaxis(rows.reshape((shape[1], shape[0]) + tuple(shape[2:])), 0, 1)
+
+
 class BatchNorm(Function):
     """Normalise each channel over the batch and spatial axes, then scale and shift.
 
@@ -17,6 +34,10 @@ class BatchNorm(Function):
 
     Eval mode uses the running statistics, so x_hat is an affine function of x and
     dx = gamma / sqrt(running_var + eps) * dy.
+
+    Implementation: x is handled as a (C, m) matrix (``channel_rows``), so each statistic is a
+    reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
+    x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var):
@@ -25,41 +46,49 @@ class BatchNorm(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
-        axes = (0,) + tuple(range(2, x.ndim))
-        bshape = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
-        eps = x.dtype.type(self.eps)
+        x2 = channel_rows(x)
+        m = x2.shape[1]
         if self.training:
-            mean = x.mean(axis=axes)
-            xc = x - mean.reshape(bshape)
-            var = xp.mean(xc * xc, axis=axes)
-            inv_std = 1 / xp.sqrt(var + eps)
-            x_hat = xc * inv_std.reshape(bshape)
+            mean = x2.sum(axis=1) / m
+            xc = x2 - mean[:, None]
+            var = xp.einsum("cm,cm->c", xc, xc) / m  # sum of squares without an (x - mean)^2 temporary
             if self.running_mean is not None:
-                m, mom = x.size // x.shape[1], x.dtype.type(self.momentum)
+                mom = x.dtype.type(self.momentum)
                 self.running_mean *= 1 - mom
                 self.running_mean += mom * mean
                 self.running_var *= 1 - mom
                 self.running_var += (mom * m / (m - 1)) * var
         else:
-            inv_std = 1 / xp.sqrt(self.running_var + eps)
-            x_hat = (x - self.running_mean.reshape(bshape)) * inv_std.reshape(bshape)
+            mean, var = self.running_mean, self.running_var
+            xc = x2 - mean[:, None]
+        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
         self.running_mean = self.running_var = None  # backward needs neither
-        self.x_hat, self.inv_std, self.weight, self.axes, self.bshape = x_hat, inv_std, weight, axes, bshape
-        y = x_hat * weight.reshape(bshape) if weight is not None else x_hat.copy()
+        self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
+        # y = gamma * x_hat + beta, computed in place in the xc temporary: two passes, no new array
+        xc *= (inv_std if weight is None else inv_std * weight)[:, None]
         if bias is not None:
-            y += bias.reshape(bshape)
-        return y
+            xc += bias[:, None]
+        return from_channel_rows(xc, x.shape)
 
     def backward(self, gy):
-        x_hat, axes, bshape = self.x_hat, self.axes, self.bshape
-        gbeta = gy.sum(axis=axes)
-        ggamma = (gy * x_hat).sum(axis=axes)
-        scale = self.inv_std if self.weight is None else self.inv_std * self.weight
-        if self.training:
-            m = gy.size // gy.shape[1]
-            gx = (gy - (gbeta / m).reshape(bshape) - x_hat * (ggamma / m).reshape(bshape)) * scale.reshape(bshape)
-        else:
-            gx = gy * scale.reshape(bshape)
+        xp = get_array_module(gy)
+        gy2, inv_std = channel_rows(gy), self.inv_std
+        needs = [t is not None and t.requires_grad for t in self.inputs]
+        scale = inv_std if self.weight is None else inv_std * self.weight  # dy/dx_hat * dx_hat/dx
+        gbeta = gy2.sum(axis=1)
+        ggamma = gx = None
+        if self.training or needs[1]:
+            xc = self.x2 - self.mean[:, None]  # recomputed: x_hat = xc * inv_std
+            ggamma = xp.einsum("cm,cm->c", gy2, xc) * inv_std  # sum(dy * x_hat), no temporary
+        if needs[0] and self.training:
+            # dx = scale * (dy - gbeta/m - x_hat * ggamma/m), as dy*scale + xc*k_xc + k_1, in place in xc
+            m = gy2.shape[1]
+            xc *= (-scale * inv_std * ggamma / m)[:, None]
+            xc += (-scale * gbeta / m)[:, None]
+            xc += gy2 * scale[:, None]
+            gx = from_channel_rows(xc, self.shape)
+        elif needs[0]:
+            gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
         return gx, ggamma, gbeta
 
 

@@ -10,7 +10,7 @@ def normalize_dims(name, dim, ndim):
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     out = []
     for d in dims:
-        if not isinstance(d, int) or not -ndim <= d < max(ndim, 1):
+        if not isinstance(d, int) or isinstance(d, bool) or not -ndim <= d < max(ndim, 1):
             raise IndexError(f"{name}: dim {d!r} is out of range for a tensor with {ndim} dimensions")
         out.append(d % ndim if ndim else 0)
     if len(set(out)) != len(out):
@@ -66,4 +66,6 @@ def mean(x, dim=None, keepdim=False):
     x = as_tensor(x)
     if x.size == 0:
         raise ValueError(f"mean: the tensor is empty (shape {x.shape})")
+    if x.dtype.kind != "f":
+        raise TypeError(f"mean: needs a floating-point tensor, got dtype {x.dtype} (convert with .float())")
     return Mean(normalize_dims("mean", dim, x.ndim), keepdim)(x)

@@ -1,4 +1,6 @@
 """Shape ops: reshape, flatten, transpose/permute, indexing and slicing, constant padding."""
+import operator
+
 from ..backend import get_array_module
 from ..engine import Function, Tensor, as_tensor
 
@@ -100,6 +102,9 @@ def flatten(x, start_dim=0, end_dim=-1):
     """Merge dimensions start_dim..end_dim into one, as ``torch.flatten``."""
     x = as_tensor(x)
     nd = max(x.ndim, 1)
+    for d in (start_dim, end_dim):
+        if not -nd <= d < nd:
+            raise IndexError(f"flatten: dim {d} is out of range for shape {x.shape}")
     s, e = start_dim % nd, end_dim % nd
     if s > e:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
@@ -112,6 +117,9 @@ def flatten(x, start_dim=0, end_dim=-1):
 def permute(x, dims):
     """x with its dimensions reordered, as ``torch.permute``."""
     x = as_tensor(x)
+    for d in dims:
+        if not -x.ndim <= d < x.ndim:
+            raise IndexError(f"permute: dim {d} is out of range for shape {x.shape}")
     dims = tuple(int(d) % max(x.ndim, 1) for d in dims)
     if sorted(dims) != list(range(x.ndim)):
         raise ValueError(f"permute: dims {dims} are not a permutation of the {x.ndim} dimensions of shape {x.shape}")
@@ -152,8 +160,14 @@ def pad(x, pad, value=0.0):
     pad = tuple(pad)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
         raise ValueError(f"pad: expected an even number of values, at most 2 per dimension of shape {x.shape}, got {pad}")
-    if any((not isinstance(p, int)) or p < 0 for p in pad):
-        raise ValueError(f"pad: widths must be non-negative integers, got {pad}")
+    try:
+        if any(isinstance(p, bool) for p in pad):
+            raise TypeError
+        pad = tuple(operator.index(p) for p in pad)  # accepts NumPy integers too
+    except TypeError:
+        raise TypeError(f"pad: widths must be integers, got {pad}") from None
+    if any(p < 0 for p in pad):
+        raise ValueError(f"pad: widths must be non-negative (minires does not crop with negative pads), got {pad}")
     widths = [(0, 0)] * x.ndim
     for i in range(len(pad) // 2):
         widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
