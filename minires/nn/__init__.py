@@ -1,0 +1,15 @@
+"""``minires.nn``: modules shaped like ``torch.nn``.
+
+``Module``, ``Parameter``, ``Sequential`` (module.py); the layers ``Conv2d``, ``Linear``,
+``BatchNorm2d``, ``ReLU``, ``MaxPool2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, ``Flatten``,
+``Identity`` (layers.py); weight initialisation in ``minires.nn.init``.
+"""
+from . import init
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Flatten, Identity, Linear, MaxPool2d,
+                     ReLU)
+from .module import IncompatibleKeys, Module, Parameter, Sequential
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "IncompatibleKeys", "init",
+    "Conv2d", "Linear", "BatchNorm2d", "ReLU", "Identity", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
+]
