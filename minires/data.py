@@ -229,7 +229,7 @@ def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60
             f"download_cifar10: could not download CIFAR-10 from {url} ({exc}). "
             f"If this machine is offline, download the archive elsewhere and put it at {dest} "
             f"(it is {CIFAR10_FILENAME}, {CIFAR10_SIZE:,} bytes, md5 {CIFAR10_MD5}), or pass "
-            "its location as data_dir.") from exc
+            "its location as data_dir (--data-dir on the command line).") from exc
     return dest
 
 
