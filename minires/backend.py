@@ -79,3 +79,13 @@ def to_device(array, device):
 def to_numpy(array):
     """A NumPy array holding the values of ``array`` (copied from the GPU when needed)."""
     return array.get() if device_of(array) == "gpu" else np.asarray(array)
+
+
+def synchronize(device="gpu"):
+    """Wait until the GPU has finished all queued work (no-op on the CPU).
+
+    CuPy launches kernels asynchronously: time GPU code with a synchronize before reading
+    the clock, or the time is only that of the launches.
+    """
+    if check_device(device) == "gpu":
+        _cupy().cuda.Stream.null.synchronize()

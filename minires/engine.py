@@ -121,6 +121,12 @@ class Tensor:
         return self._ctx is None
 
     @property
+    def grad_fn(self):
+        """The op (a ``Function``) that made this tensor, None for leaves: the graph is
+        ``t.grad_fn.inputs``, their ``grad_fn`` and so on, as in PyTorch."""
+        return self._ctx
+
+    @property
     def T(self):
         return F.permute(self, tuple(reversed(range(self.ndim))))
 

@@ -352,12 +352,11 @@ def truncate_metrics(out, epochs):
 
 def plot_curves(rows, path, title):
     """Training error (dashed) and test error (bold) against iterations, as in the paper's figures."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
 
     its = [r["iteration"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(its, [100 * r["train_err"] for r in rows], "--", color="C0", label="training error")
     ax.plot(its, [100 * r["test_err"] for r in rows], "-", color="C0", linewidth=2.5, label="test error")
     if any(r.get("val_err") is not None for r in rows):
@@ -369,7 +368,7 @@ def plot_curves(rows, path, title):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def model_name(cfg):

@@ -362,3 +362,19 @@ def test_custom_function(device):
     assert_close(x.grad, 6 * x_np**2, **TIGHT)
     assert other.grad is None
     assert minires.gradcheck(lambda t: _Cube(0.5)(t, None), [tensor(x_np, device, requires_grad=True)])
+
+
+def test_grad_fn_exposes_the_graph():
+    a = minires.Tensor(np.ones(3), requires_grad=True)
+    b = a * 2.0 + 1.0
+    assert a.grad_fn is None and b.grad_fn is not None
+    assert type(b.grad_fn).__name__ == "Add"
+    mul = b.grad_fn.inputs[0].grad_fn
+    assert type(mul).__name__ == "Mul" and mul.inputs[0] is a
+
+
+def test_synchronize_is_a_no_op_on_the_cpu():
+    from minires.backend import synchronize
+    assert synchronize("cpu") is None
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
+        synchronize("tpu")

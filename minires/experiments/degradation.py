@@ -75,11 +75,10 @@ def _finished(last, cfg):
 
 def plot_figure6(results, depths, path, title):
     """Two panels like the paper's Figure 6: plain nets left, ResNets right."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, plain in zip(axes, (True, False)):
         for i, depth in enumerate(depths):
             rows = results[run_name(plain, depth)]
@@ -96,7 +95,7 @@ def plot_figure6(results, depths, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def summarise(results, depths):
@@ -168,10 +167,12 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     results = run_all(args)
     rows = results[run_name(False, args.depths[0])]
-    title = f"CIFAR-10 ({args.dataset}{', ' + args.data_dir if args.data_dir else ''}), preset {args.preset}"
+    budget = f"preset {args.preset}" if args.epochs is None else f"{args.epochs} epochs"
+    data = "CIFAR-10" if args.dataset == "cifar10" else "synthetic data"
+    title = f"{data}{' from ' + args.data_dir if args.data_dir else ''}, {budget}"
     plot_figure6(results, args.depths, os.path.join(args.out, "figure6.png"), title)
     md, summary = summarise(results, args.depths)
-    header = (f"# Degradation experiment ({args.preset} preset)\n\n"
+    header = (f"# Degradation experiment: {title}\n\n"
               f"Command: `python -m minires.experiments.degradation {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
               f"Same recipe, data, seed and budget for every net ({rows[-1]['iteration']} iterations of batch "
               f"{args.batch_size}). Figure: `figure6.png`.\n\n")

@@ -75,11 +75,10 @@ def load_run(run_dir, device="cpu"):
 
 
 def plot_responses(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
 
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5))
+    fig = Figure(figsize=(8, 6.5))
+    ax1, ax2 = fig.subplots(2, 1)
     depths = sorted({r["depth"] for r in results})
     for r in results:
         color = f"C{depths.index(r['depth'])}"
@@ -96,7 +95,7 @@ def plot_responses(results, path):
     ax1.set_title("Responses of the 3x3 layers (after BN, before addition and ReLU) on CIFAR-10 test images")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None):
