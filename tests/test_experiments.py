@@ -76,3 +76,12 @@ def test_layer_response_stds_match_a_direct_computation():
         model(Tensor(normalize(x, mean)))
     expected = [np.std(captured[n].astype(np.float64)) for n in names]
     np.testing.assert_allclose(stds, expected, rtol=1e-4)
+
+
+def test_degradation_trains_nets_in_parallel_workers(tmp_path):
+    out = tmp_path / "deg"
+    args = [*TINY[:2], "--depths", "8", *TINY[5:], "--out", str(out), "--no-responses", "--jobs", "2"]
+    assert degradation.main(args) == 0
+    for name in ("plain8", "resnet8"):
+        assert "final test error" in (out / "runs" / name / "log.txt").read_text()
+    assert json.loads((out / "summary.json").read_text())["final"]["resnet8"]["iteration"] == 16
