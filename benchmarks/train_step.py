@@ -148,10 +148,19 @@ def _mygrad_step(depth, batch):
     fc_w, fc_b = param(64, 10, std=0.1), param(10, value=0.0)
     x, y = _batch(batch)
 
+    def strided_conv(h, w):
+        # mygrad needs (H + 2p - k) divisible by the stride; padding 1 only at the top and left
+        # gives the same windows as PyTorch's symmetric padding (the last row is never read).
+        n, c, hh, ww = h.shape
+        h = mg.concatenate([mg.zeros((n, c, 1, ww), dtype=np.float32), h], axis=2)
+        h = mg.concatenate([mg.zeros((n, c, hh + 1, 1), dtype=np.float32), h], axis=3)
+        return conv_nd(h, w, stride=2, padding=0)
+
     def forward():
         h = relu(batchnorm(conv_nd(x, stem[0], stride=1, padding=1), gamma=stem[1][0], beta=stem[1][1], eps=1e-5))
         for w1, (g1, b1), w2, (g2, b2), stride, extra in blocks:
-            out = relu(batchnorm(conv_nd(h, w1, stride=stride, padding=1), gamma=g1, beta=b1, eps=1e-5))
+            c1 = strided_conv(h, w1) if stride > 1 else conv_nd(h, w1, stride=1, padding=1)
+            out = relu(batchnorm(c1, gamma=g1, beta=b1, eps=1e-5))
             out = batchnorm(conv_nd(out, w2, stride=1, padding=1), gamma=g2, beta=b2, eps=1e-5)
             sc = h[:, :, ::stride, ::stride] if stride > 1 else h
             if extra:

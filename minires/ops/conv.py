@@ -23,25 +23,26 @@ order), so users only ever see ordinary NCHW tensors.
 
 Why chunks of the batch (NumPy only): the column matrix is kh*kw times the input, 75 MB for
 a 16-channel 32x32 conv at batch 128. Built for the whole batch it goes out to main memory
-and back, and an allocation that large is fresh from the OS (page faults) on every call.
-Chunks of about ``CHUNK_COLUMNS`` columns (a few MB) stay in cache and reuse their memory:
-conv forward + backward got 1.4-1.9x faster on ResNet-20's 32x32 shape (see
-benchmarks/README.md). On the GPU the whole batch is one chunk: a GPU wants big kernels,
-and CuPy's memory pool makes allocations cheap.
+and back, and an allocation that large comes fresh from the OS (page faults) on every call.
+Chunks of about ``CHUNK_BYTES`` of columns stay in cache and reuse their memory: forward +
+backward 1.7x faster than the whole batch at once on the 16-channel 32x32 shape, 1.5x at
+32 channels 16x16, 1.04x at 64 channels 8x8 (benchmarks/README.md). On the GPU the whole
+batch is one chunk: a GPU wants big kernels, and CuPy's memory pool makes allocations cheap.
 
 Memory: backward needs the columns again. Saving them would keep kh*kw = 9 copies of every
-conv's input alive until backward (about 0.8 GB for ResNet-20 at batch 128, more than all
-its activations); recomputing them from x, which the graph keeps anyway, costs one im2col
-(about 10% of the conv's time), so we recompute.
+conv's input alive until backward (about 0.8 GB for ResNet-20 at batch 128, eight times its
+conv inputs); recomputing them from x, which the graph keeps anyway, costs one more im2col
+per chunk, 13-20% of a conv's forward + backward time on ResNet-20's shapes. We recompute.
 """
 import numpy as np
 
 from ..backend import get_array_module
 from ..engine import Function, as_tensor
 
-# Columns of the column matrix per chunk on the CPU: 8192 columns of a 16-channel 3x3 conv
-# are 4.7 MB. Measured best among 2k..32k on ResNet-20's shapes (benchmarks/README.md).
-CHUNK_COLUMNS = 8192
+# Size of one chunk's column matrix on the CPU: 8 MB is 14 images of a 16-channel 32x32 3x3
+# conv. Measured best among 1..16 MB on ResNet-20's shapes at 1 and 2 threads; 16 MB and the
+# whole batch were 10-40% slower (benchmarks/README.md).
+CHUNK_BYTES = 8 * 2**20
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -96,15 +97,17 @@ def col2im(cols, padded_shape, kh, kw, sh, sw, oh, ow):
     return out
 
 
-def batch_chunks(x, pixels_per_image):
-    """Split the batch of x into (images, columns) slice pairs of about CHUNK_COLUMNS columns.
+def batch_chunks(x, rows, pixels_per_image):
+    """Split the batch of x into (images, columns) slice pairs, each with about CHUNK_BYTES of columns.
 
-    ``images`` slices the batch axis, ``columns`` the matching columns of an (O, N*OH*OW)
-    matrix (each image owns ``pixels_per_image`` = OH*OW consecutive columns). On the GPU
-    the whole batch is one chunk.
+    ``rows`` is the column matrix's height (C*kh*kw); ``images`` slices the batch axis and
+    ``columns`` the matching columns of an (O, N*OH*OW) matrix (each image owns
+    ``pixels_per_image`` = OH*OW consecutive columns). On the GPU the whole batch is one chunk.
     """
     n = x.shape[0]
-    step = n if get_array_module(x) is not np else max(1, CHUNK_COLUMNS // pixels_per_image)
+    step = n
+    if get_array_module(x) is np:
+        step = max(1, CHUNK_BYTES // (rows * pixels_per_image * x.dtype.itemsize))
     return [(slice(a, min(a + step, n)), slice(a * pixels_per_image, min(a + step, n) * pixels_per_image))
             for a in range(0, n, step)]
 
@@ -126,7 +129,7 @@ class Conv2d(Function):
         oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
         w2 = weight.reshape(o, -1)
         out = xp.empty((o, n * oh * ow), dtype=x.dtype)
-        for images, columns in batch_chunks(x, oh * ow):
+        for images, columns in batch_chunks(x, c * kh * kw, oh * ow):
             cols = im2col(pad_channel_major(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
             xp.matmul(w2, cols, out=out[:, columns])
         if bias is not None:
@@ -147,14 +150,14 @@ class Conv2d(Function):
         needs = [t is not None and t.requires_grad for t in self.inputs]
         gx = xp.empty((c, n, h, w), dtype=x.dtype) if needs[0] else None  # channel-major, like x
         gw_t = xp.zeros_like(w2.T) if needs[1] else None  # dW^T (C*kh*kw, O)
-        for images, columns in batch_chunks(x, oh * ow):
+        for images, columns in batch_chunks(x, c * kh * kw, oh * ow):
             g = gy2[:, columns]
+            nb = images.stop - images.start
             if needs[1]:
                 cols = im2col(pad_channel_major(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
-                gw_t += cols @ g.T  # dW^T = cols @ dy2^T: OpenBLAS runs this 10% faster than dy2 @ cols^T
+                gw_t += cols @ g.T  # dW^T = cols @ dy2^T: OpenBLAS runs it 1.2-1.6x faster than dy2 @ cols^T
             if needs[0]:
-                padded_shape = (c, g.shape[1] // (oh * ow), h + 2 * ph, w + 2 * pw)
-                gpad = col2im(w2.T @ g, padded_shape, kh, kw, sh, sw, oh, ow)
+                gpad = col2im(w2.T @ g, (c, nb, h + 2 * ph, w + 2 * pw), kh, kw, sh, sw, oh, ow)
                 gx[:, images] = gpad[:, :, ph:ph + h, pw:pw + w]
         gb = gy2.sum(axis=1) if needs[2] else None
         return (None if gx is None else gx.transpose(1, 0, 2, 3),
