@@ -50,13 +50,12 @@ else
     summary+=("ops benchmark  : FAILED (see $LOG/ops_bench.txt)")
 fi
 
-# --- train-step benchmark (issue 6): uncomment the block below to run it too ---------------
-# echo "== train-step benchmark: $PY benchmarks/train_step.py --device gpu"
-# if $PY benchmarks/train_step.py --device gpu --json "$LOG/train_step.json" 2>&1 | tee "$LOG/train_step.txt"; then
-#     summary+=("train step     : ok, table in $LOG/train_step.txt")
-# else
-#     status=1; summary+=("train step     : FAILED (see $LOG/train_step.txt)")
-# fi
+echo "== train-step benchmark: $PY benchmarks/train_step.py --device gpu"
+if $PY benchmarks/train_step.py --device gpu --json "$LOG/train_step.json" 2>&1 | tee "$LOG/train_step.txt"; then
+    summary+=("train step     : ok, table in $LOG/train_step.txt")
+else
+    status=1; summary+=("train step     : FAILED (see $LOG/train_step.txt)")
+fi
 
 echo
 echo "== summary (logs in $LOG)"
@@ -67,5 +66,6 @@ if [ -f "$LOG/ops_bench.txt" ]; then
     echo "cupy rows (ms, minires vs torch-cuda if installed):"
     grep '^cupy ' "$LOG/ops_bench.txt" || echo "  (none)"
 fi
+[ -f "$LOG/train_step.txt" ] && grep -E '^resnet' "$LOG/train_step.txt"
 [ "$status" -eq 0 ] && echo "RESULT: OK" || echo "RESULT: FAILED"
 exit "$status"

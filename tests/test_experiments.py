@@ -10,7 +10,7 @@ from minires.experiments import degradation, responses
 from minires.models import cifar_resnet
 
 TINY = ["--dataset", "synthetic", "--depths", "8", "14", "--epochs", "2", "--width", "4",
-        "--train-limit", "256", "--batch-size", "32", "--no-progress"]
+        "--train-limit", "256", "--batch-size", "32", "--no-progress", "--jobs", "1"]
 
 
 def test_degradation_writes_figure_table_and_responses(tmp_path):

@@ -90,3 +90,28 @@ def test_conv2d_output_is_ordinary_nchw(device):
     assert y.shape == (2, 3, 3, 3)
     assert_close(y.numpy()[1, 2], x[1, 0] * w[2, 0, 0, 0], **TIGHT)
     assert_close(F.reshape(y, (2, -1)), ref.conv2d(x, w).reshape(2, -1), **TIGHT)
+
+
+@given(case=conv_cases())
+@given_settings
+def test_conv2d_in_batch_chunks_matches_loops_and_gradcheck(device, case, monkeypatch):
+    """On the CPU the batch is processed in chunks of CHUNK_BYTES of columns; with 1 byte every
+    image is its own chunk, so the chunk loop (forward and backward) is exercised."""
+    import minires.ops.conv as conv
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    x, w, b = _arrays(case)
+    got = F.conv2d(tensor(x, device), tensor(w, device), None if b is None else tensor(b, device),
+                   stride=case["stride"], padding=case["padding"])
+    assert_close(got, ref.conv2d(x, w, b, case["stride"], case["padding"]), **TIGHT)
+    check_grad(lambda x, w, b: F.conv2d(x, w, b, stride=case["stride"], padding=case["padding"]), [x, w, b], device)
+
+
+def test_batch_chunks_cover_the_batch_once():
+    import numpy as np
+
+    from minires.ops.conv import batch_chunks
+    x = np.zeros((10, 3, 4, 4), dtype=np.float32)
+    chunks = batch_chunks(x, rows=27, pixels_per_image=16)
+    images = [i for sl, _ in chunks for i in range(10)[sl]]
+    columns = [c for _, sl in chunks for c in range(160)[sl]]
+    assert images == list(range(10)) and columns == list(range(160))
