@@ -59,7 +59,8 @@ class BatchNorm(Function):
                 self.running_var *= 1 - mom
                 self.running_var += (mom * m / (m - 1)) * var
         else:
-            mean, var = self.running_mean, self.running_var
+            # copies: a train-mode call before backward would change the running stats in place
+            mean, var = self.running_mean.copy(), self.running_var.copy()
             xc = x2 - mean[:, None]
         inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
         self.running_mean = self.running_var = None  # backward needs neither
