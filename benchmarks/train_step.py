@@ -5,8 +5,8 @@ CIFAR ResNet-20 and ResNet-56 at batch 128, float32, on:
   it is a reference, not a dependency) and mygrad (a NumPy autograd peer, when installed).
 
 Each (framework, model) runs in a fresh subprocess with the same thread count, so that peak
-memory (ru_maxrss growth over the process's state before the first step) is comparable and
-thread settings cannot leak. Reported: median img/s over the timed steps after warm-up, the
+memory is comparable and thread settings cannot leak: on the CPU the growth of the process's
+peak RSS over its state before the first step, on the GPU the growth of device memory. Reported: median img/s over the timed steps after warm-up, the
 ratio to PyTorch measured in the same run, and the peak memory growth.
 
     python benchmarks/train_step.py                       # all frameworks found, 1 and 2 threads
@@ -182,8 +182,6 @@ def _mygrad_step(depth, batch):
 
 def measure(framework, model, threads, batch, warmup, steps, device):
     """Run in a fresh process: median step time and peak memory growth of one configuration."""
-    import resource
-
     import numpy as np
     depth = DEPTHS[model]
     if framework == "minires":
@@ -192,7 +190,7 @@ def measure(framework, model, threads, batch, warmup, steps, device):
         step = _torch_step(depth, batch, device, threads)
     else:
         step = _mygrad_step(depth, batch)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _memory(framework, device)
     for _ in range(warmup):
         step()
     times = []
@@ -200,11 +198,24 @@ def measure(framework, model, threads, batch, warmup, steps, device):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _memory(framework, device)
     median = float(np.median(times))
     return {"framework": framework, "model": model, "device": device, "threads": threads,
-            "median_s": median, "img_per_s": batch / median, "peak_mib": (peak - base) / 1024,
+            "median_s": median, "img_per_s": batch / median, "peak_mib": (peak - base) / 2**20,
             "steps": steps}
+
+
+def _memory(framework, device):
+    """Bytes in use at their peak so far: host RSS on the CPU; on the GPU, device memory
+    (CuPy's pool, which keeps what it ever allocated; torch's max_memory_allocated)."""
+    import resource
+    if device == "gpu":
+        if framework == "torch":
+            import torch
+            return torch.cuda.max_memory_allocated()
+        import cupy
+        return cupy.get_default_memory_pool().total_bytes()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 # --------------------------------------------------------------------------- per-op profile

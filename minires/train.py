@@ -418,35 +418,35 @@ def build_parser():
         prog="python -m minires.train",
         description="Train a CIFAR-10 ResNet (He et al. 2015) with the paper's recipe. Defaults are the "
                     "paper's: ResNet-20, option A shortcuts, SGD momentum 0.9, weight decay 1e-4, batch 128, "
-                    "lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 44, 56, 110, 1202")
+                    "lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations.")
+    p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 44, 56, 110, 1202 (default 20)")
     p.add_argument("--plain", action="store_true", help="the plain twin, without shortcuts")
-    p.add_argument("--shortcut", choices=["A", "B", "C"], default="A", help="the paper's shortcut option")
-    p.add_argument("--width", type=int, default=16, help="filters of the first stage (the paper's 16)")
+    p.add_argument("--shortcut", choices=["A", "B", "C"], default="A", help="the paper's shortcut option (default A)")
+    p.add_argument("--width", type=int, default=16, help="filters of the first stage (default: the paper's 16)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=None, help="budget in epochs")
-    budget.add_argument("--iterations", type=int, default=None, help="budget in iterations (default 64000)")
+    budget.add_argument("--epochs", type=int, default=None, help="budget in epochs (default: the paper's 64000 iterations)")
+    budget.add_argument("--iterations", type=int, default=None, help="budget in iterations")
     p.add_argument("--milestones", type=float, nargs="+", default=None,
                    help="lr divided by 10 at these epochs/iterations (same unit as the budget; "
                         "default: at 1/2 and 3/4 of the run)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=128, help="default 128")
+    p.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
+    p.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="default 1e-4")
     p.add_argument("--warmup", choices=["auto", "on", "off"], default="auto",
                    help="lr 0.01 until training error < 80%% (auto: on for depth >= 110, as the paper)")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="default cpu")
+    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10",
+                   help="synthetic: 2000 generated images, no files needed (default cifar10)")
     p.add_argument("--data-dir", default=None,
                    help="CIFAR-10 archive or directory (default: $MINIRES_DATA_DIR or ~/.cache/minires; "
                         "downloaded there when missing)")
     p.add_argument("--val-split", type=float, default=0,
                    help="hold out this many training images (or this fraction) for validation; "
-                        "the paper's is 5000")
+                        "the paper's is 5000 (default 0: none)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--out", default=None, help="run directory (default runs/resnet<depth> or runs/plain<depth>)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the weights, shuffling and augmentation (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
