@@ -167,13 +167,15 @@ def summarise(results, depths):
                 f"({100 * rd['train_err']:.1f} % against {100 * rs['train_err']:.1f} % training error), "
                 "as in the paper.")
         else:
+            its = rd["iteration"]
             findings.append(
                 f"Deeper ResNets: at this budget ResNet-{deep} ends *higher* than ResNet-{shallow} "
-                f"({100 * rd['train_err']:.1f} % against {100 * rs['train_err']:.1f} % training error). "
-                "This is not degradation: the deeper net takes more iterations per unit of progress "
-                "early on (more layers to coordinate, a noisier start), and a short budget stops it "
-                "before it overtakes; the paper's 'deeper ResNets end lower' needs its 64k-iteration "
-                "schedule (`--preset paper`) and the full training set.")
+                f"({100 * rd['train_err']:.1f} % against {100 * rs['train_err']:.1f} % training error), unlike the "
+                f"end of the paper's runs. Neither net is near convergence: {its} iterations are "
+                f"{100 * its / 64000:.1f} % of the paper's 64k. Early in training the deeper net lags (more layers "
+                "to fit, a noisier start, lr drops that come before it has caught up); the paper's 'deeper "
+                "ResNets end lower' is a statement about the end of its schedule (`--preset paper` on the "
+                "full training set), which a short CPU budget does not reach.")
     md = "\n".join(lines) + "\n\n" + "\n\n".join(f"- {f}" for f in findings) + "\n"
     summary = {name: {k: r[k] for k in ("iteration", "train_err", "test_err", "train_loss", "test_loss")}
                for name, r in final.items()}
@@ -220,7 +222,10 @@ def main(argv=None):
     header = (f"# Degradation experiment: {title}\n\n"
               f"Command: `python -m minires.experiments.degradation {' '.join(argv if argv is not None else sys.argv[1:])}`\n\n"
               f"Same recipe, data, seed and budget for every net ({rows[-1]['iteration']} iterations of batch "
-              f"{args.batch_size}). Figure: `figure6.png`.\n\n")
+              f"{args.batch_size}). Figure: `figure6.png`; layer responses: `responses.png`.\n\n"
+              "Training error: the running error on the epoch's augmented mini-batches (BN in training "
+              "mode), as in the paper's curves; test error: the whole test set after the epoch, in eval "
+              "mode.\n\n")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(header + md)
     with open(os.path.join(args.out, "summary.json"), "w") as f:

@@ -89,7 +89,8 @@ def plot_responses(results, path):
     ax1.set_xlabel("layer index (original order)")
     ax2.set_xlabel("layer index (sorted by magnitude)")
     for ax in (ax1, ax2):
-        ax.set_ylabel("std of response")
+        ax.set_yscale("log")  # a net that failed to train can respond 10x more than the others
+        ax.set_ylabel("std of response (log scale)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax1.set_title("Responses of the 3x3 layers (after BN, before addition and ReLU) on CIFAR-10 test images")
