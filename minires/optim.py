@@ -25,13 +25,14 @@ NumPy arrays. ``flatten_state`` / ``unflatten_state`` turn one into a flat ``{st
 mapping that ``np.savez`` can write (and ``np.load`` read back without pickle), and back.
 """
 import bisect
+import functools
 import json
 import math
 import numbers
 
 import numpy as np
 
-from .backend import device_of, to_device, to_numpy
+from .backend import device_of, get_array_module, to_device, to_numpy
 
 __all__ = [
     "SGD",
@@ -145,11 +146,15 @@ class SGD:
 
     The update is done in place on the backend arrays (NumPy or CuPy), in the parameter's own
     dtype: float32 stays float32 (hyper-parameters are cast to the array's dtype first, so no
-    float64 temporary appears). Momentum buffers live on the parameter's device.
+    float64 temporary appears). Momentum buffers live on the parameter's device. On the GPU
+    the whole update of a parameter is one fused CuPy kernel (``_sgd_kernels``) instead of
+    six to eight array operations: same formulas, one launch.
 
     Results agree with PyTorch to float32 rounding, not always to the last bit: PyTorch's
     kernels fuse ``a + α·b`` into one multiply-add (a single rounding), while NumPy rounds the
-    product and the sum separately, so a step can differ by one unit in the last place.
+    product and the sum separately, so a step can differ by one unit in the last place. (Our
+    GPU kernel may fuse them too: CUDA compilers contract ``a·b + c`` by default; so the GPU
+    and CPU updates can differ in the same way.)
 
     ``opt.param_groups[k]["lr"]`` may be read and written between steps; that is how the
     learning-rate schedules below act.
@@ -236,6 +241,8 @@ class SGD:
 
     def _update(self, index, param, grad, group):
         """The update of one parameter array, in place. ``grad`` itself is never modified."""
+        if get_array_module(param) is not np:
+            return self._update_gpu(index, param, grad, group)
         # Cast the hyper-parameters to the array's dtype: float32 · float32 stays float32,
         # and an np.float64 lr (a schedule may compute one) cannot promote the update.
         cast = param.dtype.type
@@ -278,6 +285,31 @@ class SGD:
             param -= d_p
         else:
             param -= lr * d_p     # g or b belong to someone else: one temporary for lr·g
+
+    def _update_gpu(self, index, param, grad, group):
+        """``_update`` on a CuPy array: the same formulas as one fused kernel (``_sgd_kernels``).
+
+        On CuPy the NumPy-style code above launches 6 kernels per parameter for the paper's
+        SGD (momentum and weight decay), 8 with Nesterov; ResNet-20 has 65 parameter arrays,
+        ResNet-56 170, and each launch costs more than its arithmetic at these sizes.
+        """
+        cast = param.dtype.type
+        lr, weight_decay, momentum = cast(group["lr"]), cast(group["weight_decay"]), group["momentum"]
+        plain, with_momentum = _sgd_kernels()
+        if momentum == 0:
+            plain(grad, lr, weight_decay, param)
+            return
+        state = self.state.setdefault(index, {})
+        buf = state.get("momentum_buffer")
+        first_step = buf is None
+        if first_step:
+            # PyTorch's first-step rule (b = g, no dampening) is applied by the kernel, which
+            # fills this new buffer.
+            buf = state["momentum_buffer"] = get_array_module(param).empty_like(param)
+        else:
+            _check_buffer(index, param, buf)
+        with_momentum(grad, lr, weight_decay, cast(momentum), cast(1 - group["dampening"]),
+                      group["nesterov"], first_step, param, buf)
 
     # --- checkpoints -------------------------------------------------------------------
 
@@ -479,6 +511,38 @@ def _check_buffer(index, param, buf):
             f"parameter has {_describe(param)}; was the model moved after the optimizer was "
             "made? Create the optimizer (or load its state) after moving the model"
         )
+
+
+@functools.cache
+def _sgd_kernels():
+    """SGD's update as CuPy elementwise kernels: (without momentum, with momentum).
+
+    Built on first use, so importing minires never needs CuPy. Each kernel reads g and p (and
+    b) once and writes p (and b) once: the whole class-docstring update, one launch per
+    parameter, where the NumPy-style code needs 6 to 8. ``T`` is the parameter's dtype; the
+    hyper-parameters arrive as scalars cast to it. ``weight_decay != 0`` is tested as in
+    ``_update``, so a zero decay never touches the gradient (0 * inf would be NaN).
+    """
+    import cupy as cp
+
+    plain = cp.ElementwiseKernel(
+        "T grad, T lr, T weight_decay", "T param",
+        """
+        T d_p = weight_decay != 0 ? grad + weight_decay * param : grad;
+        param = param - lr * d_p;
+        """,
+        "minires_sgd")
+    with_momentum = cp.ElementwiseKernel(
+        "T grad, T lr, T weight_decay, T momentum, T one_minus_dampening, bool nesterov, bool first_step",
+        "T param, T buf",
+        """
+        T d_p = weight_decay != 0 ? grad + weight_decay * param : grad;
+        buf = first_step ? d_p : momentum * buf + one_minus_dampening * d_p;
+        d_p = nesterov ? d_p + momentum * buf : buf;
+        param = param - lr * d_p;
+        """,
+        "minires_sgd_momentum")
+    return plain, with_momentum
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -1,4 +1,9 @@
 """Batch normalization (Ioffe & Szegedy, 2015), as ``torch.nn.functional.batch_norm``."""
+import functools
+from types import SimpleNamespace
+
+import numpy as np
+
 from ..backend import device_of, get_array_module
 from ..engine import Function, Tensor, as_tensor
 
@@ -38,6 +43,8 @@ class BatchNorm(Function):
     Implementation: x is handled as a (C, m) matrix (``channel_rows``), so each statistic is a
     reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
     x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
+    On the GPU, training mode runs the same formulas as a few fused CuPy kernels
+    (``_forward_gpu``, ``_backward_gpu``, kernels in ``_gpu_kernels``).
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var):
@@ -46,6 +53,8 @@ class BatchNorm(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
+        if xp is not np and self.training:
+            return self._forward_gpu(x, weight, bias)
         x2 = channel_rows(x)
         m = x2.shape[1]
         if self.training:
@@ -73,6 +82,8 @@ class BatchNorm(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
+        if xp is not np and self.training:
+            return self._backward_gpu(gy)
         gy2, inv_std = channel_rows(gy), self.inv_std
         needs = [t is not None and t.requires_grad for t in self.inputs]
         scale = inv_std if self.weight is None else inv_std * self.weight  # dy/dx_hat * dx_hat/dx
@@ -91,6 +102,88 @@ class BatchNorm(Function):
         elif needs[0]:
             gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
         return gx, ggamma, gbeta
+
+    # --- GPU, training mode: the formulas above, fused ---------------------------------
+    # CuPy launches one kernel per array operation, and at CIFAR sizes each launch (a few
+    # microseconds of GPU work, more of Python) costs more than its arithmetic: the NumPy-style
+    # code above is about 18 launches forward and 16 backward. Here the reductions stay library
+    # calls and the elementwise work around them is fused: y in one kernel, dx in one, the
+    # running statistics and 1/sqrt(var + eps) in one each. Eval mode keeps
+    # the generic code: it is not in the training loop.
+
+    def _forward_gpu(self, x, weight, bias):
+        xp, k = get_array_module(x), _gpu_kernels()
+        x2 = channel_rows(x)
+        m, cast = x2.shape[1], x.dtype.type
+        mean = x2.mean(axis=1)
+        # The reductions stay library calls: hand-written ReductionKernels over only 16-64 rows
+        # (one per channel) measured up to 2.7x slower on an H100 than the generic code.
+        xc = x2 - mean[:, None]
+        var = xp.einsum("cm,cm->c", xc, xc) / cast(m)
+        if self.running_mean is not None:
+            mom = cast(self.momentum)
+            k.update_running_stats(mean, var, mom, cast(mom * m / (m - 1)), self.running_mean, self.running_var)
+        inv_std = k.inv_std(var, cast(self.eps))
+        self.running_mean = self.running_var = None  # backward needs neither
+        self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
+        y2 = xp.empty_like(x2)  # laid out as x2, as the NumPy path's x2 - mean is
+        k.normalize(x2, mean[:, None], inv_std[:, None], cast(1) if weight is None else weight[:, None],
+                    cast(0) if bias is None else bias[:, None], y2)
+        return from_channel_rows(y2, x.shape)
+
+    def _backward_gpu(self, gy):
+        xp, k = get_array_module(gy), _gpu_kernels()
+        gy2, inv_std, cast = channel_rows(gy), self.inv_std, gy.dtype.type
+        needs = [t is not None and t.requires_grad for t in self.inputs]
+        gbeta = gy2.sum(axis=1)                                               # sum(dy)
+        ggamma = xp.einsum("cm,cm->c", gy2, self.x2 - self.mean[:, None]) * inv_std  # sum(dy * x_hat)
+        gx = None
+        if needs[0]:
+            gx2 = xp.empty_like(self.x2)  # laid out as x2, as on the CPU
+            k.batch_norm_dx(gy2, self.x2, self.mean[:, None], inv_std[:, None],
+                            cast(1) if self.weight is None else self.weight[:, None],
+                            gbeta[:, None], ggamma[:, None], cast(gy2.shape[1]), gx2)
+            gx = from_channel_rows(gx2, self.shape)
+        return gx, ggamma, gbeta
+
+
+@functools.cache
+def _gpu_kernels():
+    """BatchNorm's fused CuPy kernels, built on first use (importing minires never needs CuPy).
+
+    Each is type-generic (``T`` is float32 in training, float64 in the gradient checks); the
+    per-channel arrays come in as (C, 1) columns that broadcast along the (C, m) rows, scalars
+    are cast to ``T``. ``weight``/``bias`` are gamma/beta, or the scalars 1/0 when absent.
+    """
+    import cupy as cp
+
+    return SimpleNamespace(
+        # 1 / sqrt(var + eps): three CuPy ops (add, sqrt, divide) in one launch.
+        inv_std=cp.ElementwiseKernel(
+            "T var, T eps", "T inv_std", "inv_std = 1 / sqrt(var + eps)", "minires_bn_inv_std"),
+        # Both running statistics, in place: six CuPy ops in one launch.
+        update_running_stats=cp.ElementwiseKernel(
+            "T mean, T var, T momentum, T unbiased_momentum", "T running_mean, T running_var",
+            """
+            running_mean = (1 - momentum) * running_mean + momentum * mean;
+            running_var = (1 - momentum) * running_var + unbiased_momentum * var;
+            """,
+            "minires_bn_update_running_stats"),
+        # y = gamma * x_hat + beta with x_hat = (x - mean) * inv_std: one pass over x
+        # instead of three (subtract, scale, shift).
+        normalize=cp.ElementwiseKernel(
+            "T x, T mean, T inv_std, T weight, T bias", "T y",
+            "y = (x - mean) * (inv_std * weight) + bias", "minires_bn_normalize"),
+        # dx = gamma * inv_std * (dy - sum(dy)/m - x_hat * sum(dy * x_hat)/m), the class
+        # docstring's formula, in one pass instead of six.
+        batch_norm_dx=cp.ElementwiseKernel(
+            "T dy, T x, T mean, T inv_std, T weight, T sum_dy, T sum_dy_xhat, T m", "T dx",
+            """
+            T x_hat = (x - mean) * inv_std;
+            dx = weight * inv_std * (dy - sum_dy / m - x_hat * sum_dy_xhat / m);
+            """,
+            "minires_bn_dx"),
+    )
 
 
 def _stat_array(name, stat, x):
