@@ -348,6 +348,7 @@ def main(argv=None):
         return 0
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if args.profile:
+        _set_threads(args.threads[0])  # before NumPy loads in profile(): OpenBLAS reads it once
         for device in devices:
             for model in args.models:
                 profile(model, args.batch, args.steps, device)
