@@ -24,6 +24,25 @@ def _check_int(layer, name, value, minimum=1):
     return int(value)
 
 
+def _weight_and_bias(module, weight_shape, bias, generator):
+    """Create ``module.weight`` (and ``module.bias``, or register it as None) in float32 and give
+    them PyTorch's default initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for both (that is
+    what ``kaiming_uniform_(a=sqrt(5))`` amounts to for the weight)."""
+    module.weight = Parameter(np.empty(weight_shape, dtype=np.float32))
+    if bias:
+        module.bias = Parameter(np.empty(weight_shape[0], dtype=np.float32))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters(generator)
+
+
+def _reset_like_pytorch(module, generator):
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+    if module.bias is not None:
+        bound = 1 / math.sqrt(init.calculate_fan_in_and_fan_out(module.weight)[0])
+        init.uniform_(module.bias, -bound, bound, generator=generator)
+
+
 def _check_4d(layer, shape):
     if len(shape) != 4:
         raise ValueError(f"{layer}: expected a 4-D input (N, C, H, W), got shape {tuple(shape)}")
@@ -43,18 +62,10 @@ class Conv2d(Module):
         self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size, 1)
         self.stride = _pair("Conv2d", "stride", stride, 1)
         self.padding = _pair("Conv2d", "padding", padding, 0)
-        self.weight = Parameter(np.empty((self.out_channels, self.in_channels) + self.kernel_size, dtype=np.float32))
-        if bias:
-            self.bias = Parameter(np.empty(self.out_channels, dtype=np.float32))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(generator)
+        _weight_and_bias(self, (self.out_channels, self.in_channels) + self.kernel_size, bias, generator)
 
     def reset_parameters(self, generator=None):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(init.calculate_fan_in_and_fan_out(self.weight)[0])
-            init.uniform_(self.bias, -bound, bound, generator=generator)
+        _reset_like_pytorch(self, generator)
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
@@ -92,18 +103,10 @@ class Linear(Module):
         super().__init__()
         self.in_features = _check_int("Linear", "in_features", in_features)
         self.out_features = _check_int("Linear", "out_features", out_features)
-        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
-        if bias:
-            self.bias = Parameter(np.empty(self.out_features, dtype=np.float32))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters(generator)
+        _weight_and_bias(self, (self.out_features, self.in_features), bias, generator)
 
     def reset_parameters(self, generator=None):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            init.uniform_(self.bias, -bound, bound, generator=generator)
+        _reset_like_pytorch(self, generator)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
