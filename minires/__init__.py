@@ -10,7 +10,7 @@ from . import functional
 from .backend import get_array_module, gpu_available
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
 from .gradcheck import GradcheckError, gradcheck
-from . import models, nn  # noqa: E402  (they build on the engine above)
+from . import models, nn  # they build on the engine above
 from .summary import summary
 
 __version__ = "0.1.0"
