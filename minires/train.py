@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 
@@ -148,8 +149,7 @@ class Trainer:
         self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
         self.mean = datasets.per_pixel_mean(self.x_train)
         model_seed, data_seed = np.random.SeedSequence(cfg.seed).spawn(2)
-        self.model = cifar_resnet(cfg.depth, plain=cfg.plain, shortcut=cfg.shortcut, width=cfg.width,
-                                  seed=np.random.default_rng(model_seed)).to(cfg.device)
+        self.model = build_model(cfg, cfg.device, seed=np.random.default_rng(model_seed))
         self.loader = datasets.Loader(self.x_train, self.y_train, cfg.batch_size, shuffle=True, augment=True,
                                       mean=self.mean, device=cfg.device, rng=np.random.default_rng(data_seed))
         self.optimizer = SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -273,7 +273,7 @@ class Trainer:
             self.stop_requested = True
             self.log("\nCtrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
 
-        in_main_thread = _is_main_thread()
+        in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
             signal.signal(signal.SIGINT, on_sigint)
         try:
@@ -292,11 +292,6 @@ class Trainer:
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
         return rows
-
-
-def _is_main_thread():
-    import threading
-    return threading.current_thread() is threading.main_thread()
 
 
 def _progress_bar(total, desc):
@@ -371,8 +366,28 @@ def plot_curves(rows, path, title):
     return fig
 
 
-def model_name(cfg):
-    return f"{'plain' if cfg.plain else 'ResNet'}-{cfg.depth}"
+def model_name(plain, depth):
+    """'plain-56' or 'ResNet-56', as the paper names its nets."""
+    return f"{'plain' if plain else 'ResNet'}-{depth}"
+
+
+def run_name(plain, depth):
+    """'plain56' or 'resnet56': the run directory's name (default ``--out`` is runs/<run_name>)."""
+    return f"{'plain' if plain else 'resnet'}{depth}"
+
+
+def build_model(cfg, device, seed=None):
+    """The CIFAR net that ``cfg`` describes, on ``device``."""
+    return cifar_resnet(cfg.depth, plain=cfg.plain, shortcut=cfg.shortcut, width=cfg.width, seed=seed).to(device)
+
+
+def load_model(path, device="cpu"):
+    """(model, config, checkpoint) from a checkpoint written by a training run."""
+    ckpt = load_checkpoint(path)
+    cfg = config_from_dict(ckpt["meta"]["config"])
+    model = build_model(cfg, device)
+    model.load_state_dict(ckpt["model"])
+    return model, cfg, ckpt
 
 
 # --------------------------------------------------------------------------- entry points
@@ -380,14 +395,14 @@ def model_name(cfg):
 def train(cfg, resume=False, log=print):
     """Run (or resume) training for ``cfg``; returns a summary dict. The CLI and experiments call this."""
     if cfg.out is None:
-        cfg.out = os.path.join("runs", f"{'plain' if cfg.plain else 'resnet'}{cfg.depth}")
+        cfg.out = os.path.join("runs", run_name(cfg.plain, cfg.depth))
     os.makedirs(cfg.out, exist_ok=True)
     trainer = Trainer(cfg, log=log)
     last = os.path.join(cfg.out, "last.npz")
     if resume:
         trainer.restore(load_checkpoint(last))
         truncate_metrics(cfg.out, trainer.epoch)
-        log(f"resuming {model_name(cfg)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
+        log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
     else:
         for name in ("metrics.csv", "metrics.jsonl"):
             if os.path.exists(os.path.join(cfg.out, name)):
@@ -395,7 +410,7 @@ def train(cfg, resume=False, log=print):
     with open(os.path.join(cfg.out, "config.json"), "w") as f:
         json.dump(asdict(cfg), f, indent=2)
     n_params = sum(p.numel() for p in trainer.model.parameters())
-    log(f"{model_name(cfg)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
+    log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
         f"images, {len(trainer.loader)} batches/epoch, {trainer.total} iterations, lr {cfg.lr} "
         f"divided by 10 at iterations {trainer.milestones}; writing to {cfg.out}")
     try:
@@ -405,7 +420,7 @@ def train(cfg, resume=False, log=print):
         raise
     rows = read_metrics(cfg.out)
     if rows:
-        plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg)} on {cfg.dataset}")
+        plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg.plain, cfg.depth)} on {cfg.dataset}")
     final = rows[-1] if rows else None
     if final:
         log(f"final test error {100 * final['test_err']:.2f}% (training error {100 * final['train_err']:.2f}%) "
@@ -470,16 +485,12 @@ def config_from_dict(d):
 
 
 def eval_only(path, args):
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["meta"]["config"])
-    cfg.device = args.device
+    model, cfg, ckpt = load_model(path, args.device)
     if args.data_dir is not None:
         cfg.data_dir = args.data_dir
     x_train, _, _, _, x_test, y_test = load_data(cfg)
-    model = cifar_resnet(cfg.depth, plain=cfg.plain, shortcut=cfg.shortcut, width=cfg.width).to(cfg.device)
-    model.load_state_dict(ckpt["model"])
-    loss, err = evaluate(model, x_test, y_test, datasets.per_pixel_mean(x_train), cfg.device)
-    print(f"{model_name(cfg)} from {path} (epoch {ckpt['meta']['epoch']}, iteration {ckpt['meta']['iteration']}): "
+    loss, err = evaluate(model, x_test, y_test, datasets.per_pixel_mean(x_train), args.device)
+    print(f"{model_name(cfg.plain, cfg.depth)} from {path} (epoch {ckpt['meta']['epoch']}, iteration {ckpt['meta']['iteration']}): "
           f"test loss {loss:.4f}, test error {100 * err:.2f}% on {len(x_test)} images")
     return err
 
@@ -492,7 +503,7 @@ def main(argv=None):
             return 0
         cfg = config_from_args(args)
         if args.resume:
-            out = cfg.out or os.path.join("runs", f"{'plain' if cfg.plain else 'resnet'}{cfg.depth}")
+            out = cfg.out or os.path.join("runs", run_name(cfg.plain, cfg.depth))
             saved = load_checkpoint(os.path.join(out, "last.npz"))["meta"]["config"]
             resumed = config_from_dict(saved)
             # Continue the same run: only the budget (and the lr drops, if given again) may change.

@@ -32,14 +32,6 @@ PRESETS = {
 }
 
 
-def run_name(plain, depth):
-    return f"{'plain' if plain else 'resnet'}{depth}"
-
-
-def label(plain, depth):
-    return f"{'plain' if plain else 'ResNet'}-{depth}"
-
-
 def run_configs(args):
     """One TrainConfig per net, deepest first (so parallel workers finish together)."""
     preset = PRESETS[args.preset]
@@ -49,7 +41,7 @@ def run_configs(args):
             cfg = T.TrainConfig(depth=depth, plain=plain, dataset=args.dataset, data_dir=args.data_dir,
                                 device=args.device, seed=args.seed, batch_size=args.batch_size,
                                 width=args.width, train_limit=args.train_limit,
-                                out=os.path.join(args.out, "runs", run_name(plain, depth)),
+                                out=os.path.join(args.out, "runs", T.run_name(plain, depth)),
                                 progress=not args.no_progress and args.jobs == 1, **preset)
             if args.epochs is not None:
                 cfg.epochs, cfg.iterations, cfg.milestones = args.epochs, None, None
@@ -62,9 +54,9 @@ def train_or_resume(cfg, log=print):
     last = os.path.join(cfg.out, "last.npz")
     resume = os.path.exists(last)
     if resume and _finished(last, cfg):
-        log(f"{label(cfg.plain, cfg.depth)}: already trained ({last}), skipping")
+        log(f"{T.model_name(cfg.plain, cfg.depth)}: already trained ({last}), skipping")
     else:
-        log(f"--- {label(cfg.plain, cfg.depth)} ---")
+        log(f"--- {T.model_name(cfg.plain, cfg.depth)} ---")
         T.train(cfg, resume=resume, log=log)
     return T.read_metrics(cfg.out)
 
@@ -75,7 +67,7 @@ def _train_in_worker(cfg):
     with open(os.path.join(cfg.out, "log.txt"), "a") as f:
         def log(*parts):
             print(*parts, file=f, flush=True)
-            print(f"[{label(cfg.plain, cfg.depth)}]", *parts, flush=True)
+            print(f"[{T.model_name(cfg.plain, cfg.depth)}]", *parts, flush=True)
         return train_or_resume(cfg, log)
 
 
@@ -98,8 +90,8 @@ def run_all(args, log=print):
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
             rows = list(ex.map(_train_in_worker, configs))
         for cfg, r in zip(configs, rows):
-            log(f"{label(cfg.plain, cfg.depth)}: " + (T.format_row(r[-1], r[-1]["iteration"]) if r else "no epochs"))
-    return {run_name(cfg.plain, cfg.depth): r for cfg, r in zip(configs, rows)}
+            log(f"{T.model_name(cfg.plain, cfg.depth)}: " + (T.format_row(r[-1], r[-1]["iteration"]) if r else "no epochs"))
+    return {T.run_name(cfg.plain, cfg.depth): r for cfg, r in zip(configs, rows)}
 
 
 def _finished(last, cfg):
@@ -119,12 +111,12 @@ def plot_figure6(results, depths, path, title):
     axes = fig.subplots(1, 2, sharey=True)
     for ax, plain in zip(axes, (True, False)):
         for i, depth in enumerate(depths):
-            rows = results[run_name(plain, depth)]
+            rows = results[T.run_name(plain, depth)]
             its = [r["iteration"] for r in rows]
             color = f"C{i}"
             ax.plot(its, [100 * r["train_err"] for r in rows], "--", color=color, linewidth=1.2)
             ax.plot(its, [100 * r["test_err"] for r in rows], "-", color=color, linewidth=2.5,
-                    label=label(plain, depth))
+                    label=T.model_name(plain, depth))
         ax.set_title(("plain networks" if plain else "residual networks (option A)"))
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
@@ -142,14 +134,14 @@ def summarise(results, depths):
     lines = ["| network | iterations | final training error | final test error |", "|---|---|---|---|"]
     for plain in (True, False):
         for depth in depths:
-            r = final[run_name(plain, depth)]
-            lines.append(f"| {label(plain, depth)} | {r['iteration']} | {100 * r['train_err']:.2f} % | "
+            r = final[T.run_name(plain, depth)]
+            lines.append(f"| {T.model_name(plain, depth)} | {r['iteration']} | {100 * r['train_err']:.2f} % | "
                          f"{100 * r['test_err']:.2f} % |")
     findings = []
     shallow, deep = min(depths), max(depths)
     if shallow != deep:
-        ps, pd = final[run_name(True, shallow)], final[run_name(True, deep)]
-        rs, rd = final[run_name(False, shallow)], final[run_name(False, deep)]
+        ps, pd = final[T.run_name(True, shallow)], final[T.run_name(True, deep)]
+        rs, rd = final[T.run_name(False, shallow)], final[T.run_name(False, deep)]
         worse = pd["train_err"] > ps["train_err"]
         findings.append(
             f"Degradation: plain-{deep} ends with {100 * pd['train_err']:.1f} % training error, plain-{shallow} "
@@ -213,7 +205,7 @@ def main(argv=None):
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     os.makedirs(args.out, exist_ok=True)
     results = run_all(args)
-    rows = results[run_name(False, args.depths[0])]
+    rows = results[T.run_name(False, args.depths[0])]
     budget = f"preset {args.preset}" if args.epochs is None else f"{args.epochs} epochs"
     data = "CIFAR-10" if args.dataset == "cifar10" else "synthetic data"
     title = f"{data}{' from ' + args.data_dir if args.data_dir else ''}, {budget}"
@@ -233,7 +225,7 @@ def main(argv=None):
     print(md)
     if not args.no_responses:
         from . import responses
-        runs = [os.path.join(args.out, "runs", run_name(p, d)) for p in (True, False) for d in args.depths]
+        runs = [os.path.join(args.out, "runs", T.run_name(p, d)) for p in (True, False) for d in args.depths]
         responses.main([*runs, "--out", args.out, "--device", args.device])
     return 0
 

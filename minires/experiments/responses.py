@@ -18,11 +18,9 @@ import numpy as np
 
 from .. import data as datasets
 from ..backend import to_numpy
-from ..checkpoint import load_checkpoint
 from ..engine import Tensor, no_grad
-from ..models import cifar_resnet
 from ..nn import BatchNorm2d, Conv2d
-from ..train import config_from_dict, load_data, model_name
+from ..train import load_data, load_model, model_name
 
 
 def response_layers(model):
@@ -64,16 +62,6 @@ def layer_response_stds(model, x, mean, device="cpu", batch_size=500):
     return [name for name, _ in layers], np.sqrt(np.maximum(sums[:, 1] / count - means ** 2, 0))
 
 
-def load_run(run_dir, device="cpu"):
-    """(model, config) from a run directory's last checkpoint (the end of training)."""
-    path = os.path.join(run_dir, "last.npz")
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["meta"]["config"])
-    model = cifar_resnet(cfg.depth, plain=cfg.plain, shortcut=cfg.shortcut, width=cfg.width).to(device)
-    model.load_state_dict(ckpt["model"])
-    return model, cfg
-
-
 def plot_responses(results, path):
     from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
 
@@ -110,7 +98,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     results, cache = [], {}
     for run in args.runs:
-        model, cfg = load_run(run, args.device)
+        model, cfg, _ = load_model(os.path.join(run, "last.npz"), args.device)  # the end of training
         if args.data_dir:
             cfg.data_dir = args.data_dir
         key = (cfg.dataset, cfg.data_dir, cfg.train_limit, cfg.val_split, cfg.seed)
@@ -119,9 +107,9 @@ def main(argv=None):
             cache[key] = (datasets.per_pixel_mean(x_train), x_test[:args.images])
         mean, x_test = cache[key]
         names, stds = layer_response_stds(model, x_test, mean, args.device)
-        results.append({"run": run, "label": model_name(cfg), "depth": cfg.depth, "plain": cfg.plain,
+        results.append({"run": run, "label": model_name(cfg.plain, cfg.depth), "depth": cfg.depth, "plain": cfg.plain,
                         "layers": names, "stds": [float(s) for s in to_numpy(stds)]})
-        print(f"{model_name(cfg)}: {len(names)} layers, mean response std {np.mean(stds):.3f}")
+        print(f"{model_name(cfg.plain, cfg.depth)}: {len(names)} layers, mean response std {np.mean(stds):.3f}")
     os.makedirs(args.out, exist_ok=True)
     plot_responses(results, os.path.join(args.out, "responses.png"))
     with open(os.path.join(args.out, "responses.json"), "w") as f:
