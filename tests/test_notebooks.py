@@ -8,6 +8,10 @@ cell error fails the test. BLAS libraries get one thread unless the environment 
 otherwise: on a loaded 2-core machine, multi-threaded OpenBLAS spins against the other
 processes and small matmuls get ten times slower.
 
+Exercises: CI runs each notebook with the reference solutions (notebooks/solutions/) in place
+of the exercise skeletons, and every check must pass there. The committed notebooks are the
+learner's copy: skeletons untouched, their checks printing "not done yet".
+
 Re-execute notebooks in the reader's default mode and save them with their outputs (what
 gets committed), from the repository root:
 
@@ -26,17 +30,11 @@ import pytest
 nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e '.[dev]')")
 nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -e '.[dev]')")
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK_DIR = REPO / "notebooks"
-# The learner's path, in order. README.md lists them in this order under a "Notebooks" heading.
-NOTEBOOKS = [
-    "01_autograd.ipynb",
-    "02_im2col_convolution.ipynb",
-    "03_batch_norm.ipynb",
-    "04_residual_block.ipynb",
-    "05_degradation.ipynb",
-    "06_backends.ipynb",
-]
+from notebook_tools import NOTEBOOK_DIR, REPO, exercise_cells, fill_in_solutions, read
+
+# The learner's path, in order: the file names' numbers give it. README.md lists them in this
+# order under a "Notebooks" heading.
+NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 # Every notebook's first code cell prints this line when MINIRES_FAST is set: committed
 # outputs must come from the reader's default mode, so it must not appear in them.
 FAST_MARKER = "fast mode (MINIRES_FAST=1)"
@@ -61,17 +59,19 @@ def kernel_env(fast):
     return env
 
 
-def execute(nb, fast, cwd=NOTEBOOK_DIR, timeout=CELL_TIMEOUT_S):
+def execute(nb, fast, cwd=NOTEBOOK_DIR, timeout=CELL_TIMEOUT_S, solutions=False):
     """Run ``nb`` (a NotebookNode) in place, in a fresh ``python3`` kernel; raises
-    ``nbclient.exceptions.CellExecutionError`` naming the cell when one fails."""
+    ``nbclient.exceptions.CellExecutionError`` naming the cell when one fails. With
+    ``solutions``, exercise checks raise unless they pass (the caller fills the solutions in)."""
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                                      resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=kernel_env(fast))
+    env = kernel_env(fast)
+    if solutions:
+        env["MINIRES_EXERCISES"] = "solutions"
+    else:
+        env.pop("MINIRES_EXERCISES", None)
+    client.execute(env=env)
     return nb
-
-
-def read(name):
-    return nbformat.read(NOTEBOOK_DIR / name, as_version=4)
 
 
 def code_cells(nb):
@@ -94,9 +94,11 @@ _timings = {}
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_in_fast_mode(name):
-    nb = read(name)
+    """Each notebook runs top to bottom with its exercises' reference solutions filled in, and
+    every exercise check passes (a check that does not raises, see minires.exercises)."""
+    nb = fill_in_solutions(read(name), name)
     start = time.perf_counter()
-    execute(nb, fast=True)
+    execute(nb, fast=True, solutions=True)
     _timings[name] = time.perf_counter() - start
     assert FAST_MARKER in output_text(code_cells(nb)[0]), (
         f"{name}: the first code cell must read MINIRES_FAST and print {FAST_MARKER!r} when it is set")
@@ -105,7 +107,7 @@ def test_notebook_runs_in_fast_mode(name):
 
 
 def test_fast_mode_fits_the_budget():
-    """All six notebooks together stay quick in fast mode (timed by the tests above)."""
+    """All the notebooks together stay quick in fast mode (timed by the tests above)."""
     if set(_timings) != set(NOTEBOOKS):
         pytest.skip("needs every test_notebook_runs_in_fast_mode case to run first, in this session")
     total = sum(_timings.values())
@@ -136,6 +138,8 @@ def test_notebook_is_committed_with_outputs(name):
     assert not any(o.output_type == "error" for c in cells for o in c.outputs), f"{name}: a cell has an error output"
     assert not any(FAST_MARKER in output_text(c) for c in cells), (
         f"{name}: committed outputs come from a MINIRES_FAST=1 run; re-execute in the default mode")
+    for ex_name, cell in exercise_cells(nb).items():
+        assert "todo(" in cell.source, f"{name}: exercise {ex_name!r} must be committed as its skeleton (calling todo())"
     first_markdown = next(c for c in nb.cells if c.cell_type == "markdown").source
     assert "you will be able to" in first_markdown.lower(), f"{name}: must open with what the reader will be able to do"
 
@@ -153,7 +157,7 @@ def test_readme_lists_the_notebooks_in_order():
 
 def test_every_notebook_is_tested():
     on_disk = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
-    assert on_disk == sorted(NOTEBOOKS), f"notebooks/ holds {on_disk}; update NOTEBOOKS in {__file__}"
+    assert on_disk == NOTEBOOKS, f"notebooks/ holds {on_disk}; every notebook's name starts with its number (NN_)"
 
 
 # --------------------------------------------------------------------------- re-execution
