@@ -1,0 +1,119 @@
+"""Checks for notebook 03 (batch normalization): the backward pass and the running statistics.
+
+``check_batch_norm_backward(batch_norm_backward)``: the learner's
+``batch_norm_backward(dy, x, gamma, eps) -> (dx, dgamma, dbeta)`` (training mode, statistics over
+N, H, W per channel) must match the gradients of ``F.batch_norm`` for a random upstream gradient.
+
+``check_running_stats(update_running_stats)``: the learner's
+``update_running_stats(running_mean, running_var, x, momentum) -> (new_mean, new_var)`` must match
+what ``F.batch_norm`` writes into its running statistics in training mode (the unbiased variance).
+"""
+import numpy as np
+
+from .. import functional as F
+from ..engine import Tensor
+from .check import ExerciseFailed, check, compare
+
+AXES = (0, 2, 3)  # a channel's statistics run over the batch and both spatial axes
+
+
+def _batch(rng, shape=(4, 3, 3, 3)):
+    """float64 x whose channels have different means and scales, gamma, beta and dy."""
+    c = shape[1]
+    x = rng.standard_normal(shape) * rng.uniform(0.5, 3.0, c)[None, :, None, None] \
+        + rng.uniform(-2.0, 2.0, c)[None, :, None, None]
+    return x, rng.uniform(0.5, 2.0, c), rng.standard_normal(c), rng.standard_normal(shape)
+
+
+def _expected_grads(x, gamma, beta, dy, eps):
+    xt, gt, bt = (Tensor(a.copy(), requires_grad=True) for a in (x, gamma, beta))
+    F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps).backward(dy)
+    return xt.grad, gt.grad, bt.grad
+
+
+def _dx_hint(got, x, gamma, dy, eps):
+    """The hint for a wrong dx, recognised among the usual mistakes."""
+    mean = lambda a: a.mean(axis=AXES, keepdims=True)  # noqa: E731
+    inv_std = 1 / np.sqrt(x.var(axis=AXES, keepdims=True) + eps)
+    x_hat = (x - mean(x)) * inv_std
+    g = gamma[None, :, None, None]
+    usual = [
+        (g * inv_std * (dy - x_hat * mean(dy * x_hat)),
+         "you forgot the path through the mean: mu depends on every x of the channel, which adds "
+         "-mean(dy_xhat) * inv_std to dx (the '- mean(dy)' term of the compact formula)"),
+        (g * inv_std * (dy - mean(dy)),
+         "you forgot the path through the variance: var depends on every x too, which adds the "
+         "'- x_hat * mean(dy * x_hat)' term"),
+        (g * inv_std * dy,
+         "you treated mean and var as constants (that is eval mode's gradient); in training mode both "
+         "depend on every x of the channel"),
+        (inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat)),
+         "you forgot gamma: y = gamma * x_hat + beta, so dx_hat = gamma * dy"),
+    ]
+    got = np.asarray(got) if got is not None else None
+    for candidate, hint in usual:
+        if got is not None and got.shape == candidate.shape and np.allclose(got, candidate, rtol=1e-6, atol=1e-9):
+            return hint
+    return ("walk the staged graph backwards, one line per forward line: dx_hat, then d_inv_std and dvar, "
+            "then dxc (two paths: direct and through var), then dmu and dx (two paths: direct and through mu)")
+
+
+def check_batch_norm_backward(batch_norm_backward):
+    """Check ``batch_norm_backward(dy, x, gamma, eps) -> (dx, dgamma, dbeta)`` against ``F.batch_norm``.
+
+    float64 inputs of shape (4, 3, 3, 3) (channels with different means and scales) and a random
+    upstream gradient (a constant one would hide a missing mean term: notebook 01). dbeta, dgamma
+    and dx are compared in that order; a wrong dx is matched against the usual mistakes (no mean
+    term, no variance term, both, no gamma) to name the one made.
+    """
+    def run():
+        rng = np.random.default_rng(0)
+        eps = 1e-5
+        x, gamma, beta, dy = _batch(rng)
+        dx_ref, dgamma_ref, dbeta_ref = _expected_grads(x, gamma, beta, dy, eps)
+        result = batch_norm_backward(dy.copy(), x.copy(), gamma.copy(), eps)
+        if not isinstance(result, tuple) or len(result) != 3:
+            raise ExerciseFailed(f"batch_norm_backward must return a tuple (dx, dgamma, dbeta), got {type(result).__name__}"
+                                 + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+        dx, dgamma, dbeta = result
+        compare("dbeta (shape (C,))", dbeta, dbeta_ref,
+                hint="dbeta = sum of dy over N, H, W (axis=(0, 2, 3)), one number per channel")
+        compare("dgamma (shape (C,))", dgamma, dgamma_ref,
+                hint="dgamma = sum of dy * x_hat over N, H, W, with x_hat the normalised x (not x - mu)")
+        compare("dx (shape (N, C, H, W))", dx, dx_ref, hint=_dx_hint(dx, x, gamma, dy, eps))
+        return "dx, dgamma and dbeta match F.batch_norm's backward"
+
+    return check("batch_norm_backward", run)
+
+
+def check_running_stats(update_running_stats):
+    """Check ``update_running_stats(running_mean, running_var, x, momentum) -> (mean, var)``.
+
+    Two updates in a row (momentum 0.1, then 0.5) on float64 batches with m = 2*2*2 = 8 values per
+    channel, small enough that the biased variance is 12 % off, against the running statistics
+    that ``F.batch_norm`` leaves in training mode.
+    """
+    def run():
+        rng = np.random.default_rng(0)
+        rm, rv = np.zeros(3), np.ones(3)
+        for step, momentum in enumerate((0.1, 0.5)):
+            x = _batch(rng, (2, 3, 2, 2))[0]
+            ref_m, ref_v = rm.copy(), rv.copy()
+            F.batch_norm(Tensor(x), ref_m, ref_v, training=True, momentum=momentum)
+            got_m, got_v = update_running_stats(rm.copy(), rv.copy(), x.copy(), momentum)
+            what = f"update {step + 1} (momentum {momentum}, m = 8 values per channel)"
+            compare(f"running_mean after {what}", got_m, ref_m,
+                    hint="new = (1 - momentum) * running_mean + momentum * (mean of x over N, H, W)")
+            m = x.size // x.shape[1]
+            biased = (1 - momentum) * rv + momentum * x.var(axis=AXES)
+            unbiased_hint = ("you used the biased variance (divided by m); the running variance estimates the "
+                             "data's variance, so it takes the unbiased one, var * m / (m - 1)")
+            got_v_arr = np.asarray(got_v) if got_v is not None else None
+            is_biased = got_v_arr is not None and got_v_arr.shape == biased.shape and np.allclose(got_v_arr, biased)
+            compare(f"running_var after {what}", got_v, ref_v,
+                    hint=unbiased_hint if is_biased else
+                    f"new = (1 - momentum) * running_var + momentum * var * m / (m - 1), here m = {m}")
+            rm, rv = ref_m, ref_v
+        return "matches F.batch_norm's running statistics (unbiased variance) over two updates"
+
+    return check("running_stats", run)

@@ -1,0 +1,106 @@
+"""Checks for notebook 02 (convolution by im2col): im2col with loops, then as a strided view.
+
+Both exercises take the channel-major padded input of ``minires.ops.conv`` and the geometry::
+
+    padded (C, N, Hp, Wp), kh, kw, sh, sw, oh, ow
+
+``check_im2col_loops(im2col_loops)``: the learner's loops must return the column matrix
+(C*kh*kw, N*OH*OW) whose row (c, i, j) holds ``padded[c, n, y*sh + i, x*sw + j]`` in column
+(n, y, x), exactly as the library's ``im2col``.
+
+``check_window_view(window_view)``: the learner's function must return the (C, kh, kw, N, OH, OW)
+array of windows as a *view* of ``padded`` (no copy: ``as_strided`` or ``sliding_window_view``),
+which reshapes to the library's column matrix.
+"""
+import numpy as np
+
+from ..ops.conv import conv_output_size, im2col, pad_channel_major
+from .check import ExerciseFailed, check, compare
+
+# (N, C, H, W, kh, kw, stride, padding): the first ones are square, where transposed kernel
+# offsets or output pixels can be recognised; then strides, a 1x1 kernel, non-square kernels.
+CONFIGS = [(1, 1, 4, 4, 3, 3, 1, 1), (2, 3, 5, 5, 3, 3, 1, 1), (2, 2, 7, 7, 3, 3, 2, 1), (1, 3, 5, 5, 1, 1, 2, 0),
+           (2, 2, 6, 8, 2, 3, 1, 0), (1, 2, 7, 6, 3, 2, 2, 1)]
+
+
+def _cases():
+    """(description, padded, geometry, expected columns) for each config, float64 values all distinct."""
+    rng = np.random.default_rng(0)
+    for n, c, h, w, kh, kw, s, p in CONFIGS:
+        x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float64) + 1  # 0 is the padding
+        oh, ow = conv_output_size(h, kh, s, p), conv_output_size(w, kw, s, p)
+        padded = pad_channel_major(x, p, p)
+        geometry = (kh, kw, s, s, oh, ow)
+        what = f"padded {padded.shape}, kh={kh}, kw={kw}, stride {s} (oh={oh}, ow={ow})"
+        yield what, padded, geometry, im2col(padded, *geometry)
+
+
+def _im2col_hint(got, padded, geometry, expected):
+    """Recognise the usual mistakes by rebuilding what they produce from the right answer."""
+    kh, kw, sh, sw, oh, ow = geometry
+    c, n = padded.shape[:2]
+    got = np.asarray(got)
+    e6 = expected.reshape(c, kh, kw, n, oh, ow)
+    usual = []
+    if kh == kw:
+        usual.append((e6.transpose(0, 2, 1, 3, 4, 5),
+                      "the kernel offsets are transposed: row (c, i, j) holds padded[c, n, y*sh + i, x*sw + j], "
+                      "i (the kernel row) moving along H, j along W"))
+    if oh == ow:
+        usual.append((e6.transpose(0, 1, 2, 3, 5, 4),
+                      "the output pixels are transposed: column (n, y, x) is the window at output row y, column x"))
+    usual.append((e6.transpose(1, 2, 0, 3, 4, 5),
+                  "the rows are ordered (i, j, c); the library's order is (c, i, j), channel first"))
+    usual.append((e6.transpose(0, 1, 2, 4, 5, 3),
+                  "the columns are ordered (y, x, n); the library's order is (n, y, x), image first"))
+    if sh > 1:
+        unstrided = im2col(padded, kh, kw, 1, 1, oh, ow).reshape(c, kh, kw, n, oh, ow)
+        usual.append((unstrided, "the stride is missing: window (y, x) starts at row y*sh, column x*sw"))
+    for wrong, hint in usual:
+        if got.size == wrong.size and np.array_equal(got.reshape(wrong.shape), wrong):
+            return hint
+    return ("row (c, i, j), column (n, y, x) holds padded[c, n, y*sh + i, x*sw + j]; "
+            "rows ordered c, then i, then j; columns n, then y, then x")
+
+
+def check_im2col_loops(im2col_loops):
+    """Check the learner's ``im2col_loops(padded, kh, kw, sh, sw, oh, ow)`` against ``im2col``.
+
+    Six geometries (3x3 with padding, stride 2, 1x1, non-square kernels, several images and
+    channels), exact equality expected (im2col only copies). A failure names the geometry,
+    the worst element (its row and column) and the usual mistake when recognised.
+    """
+    def run():
+        for what, padded, geometry, expected in _cases():
+            got = im2col_loops(padded.copy(), *geometry)
+            compare(f"im2col_loops({what})", got, expected, rtol=0, atol=0,
+                    hint=_im2col_hint(got, padded, geometry, expected))
+        return f"equals the library's im2col on all {len(CONFIGS)} geometries"
+
+    return check("im2col_loops", run)
+
+
+def check_window_view(window_view):
+    """Check the learner's ``window_view(padded, kh, kw, sh, sw, oh, ow)``.
+
+    It must return a (C, kh, kw, N, OH, OW) array that shares memory with ``padded`` (a strided
+    view, no copy), and whose reshape to (C*kh*kw, N*OH*OW) equals the library's ``im2col``,
+    on the same six geometries as ``check_im2col_loops``.
+    """
+    def run():
+        for what, padded, geometry, expected in _cases():
+            kh, kw, sh, sw, oh, ow = geometry
+            c, n = padded.shape[:2]
+            view = window_view(padded, *geometry)
+            shape6 = (c, kh, kw, n, oh, ow)
+            compare(f"window_view({what})", view, expected.reshape(shape6), rtol=0, atol=0,
+                    hint=_im2col_hint(view, padded, geometry, expected))
+            if not np.may_share_memory(view, padded):
+                raise ExerciseFailed(
+                    f"window_view({what}) has the right values but is a copy, not a view of padded\n"
+                    "  hint: build it with np.lib.stride_tricks.as_strided(padded, shape, strides) or "
+                    "sliding_window_view, then slice or transpose (views too); no np.array, no reshape of a "
+                    "non-contiguous result, no loops")
+        return f"a strided view of the input, equal to the library's im2col on all {len(CONFIGS)} geometries"
+
+    return check("window_view", run)
