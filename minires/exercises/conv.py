@@ -91,6 +91,7 @@ def check_window_view(window_view):
         for what, padded, geometry, expected in _cases():
             kh, kw, sh, sw, oh, ow = geometry
             c, n = padded.shape[:2]
+            padded = np.ascontiguousarray(padded)  # C-contiguous, as the notebook describes its strides
             view = window_view(padded, *geometry)
             shape6 = (c, kh, kw, n, oh, ow)
             compare(f"window_view({what})", view, expected.reshape(shape6), rtol=0, atol=0,
