@@ -39,11 +39,11 @@ def _dx_hint(got, x, gamma, dy, eps):
     g = gamma[None, :, None, None]
     usual = [
         (g * inv_std * (dy - x_hat * mean(dy * x_hat)),
-         "you forgot the path through the mean: mu depends on every x of the channel, which adds "
-         "-mean(dy_xhat) * inv_std to dx (the '- mean(dy)' term of the compact formula)"),
+         "you forgot the path through the mean, stage (1): mu depends on every x of the channel, so x also "
+         "receives dmu / m, with dmu = -sum(dxc) (in the compact formula, the '- mean(dy)' term)"),
         (g * inv_std * (dy - mean(dy)),
-         "you forgot the path through the variance: var depends on every x too, which adds the "
-         "'- x_hat * mean(dy * x_hat)' term"),
+         "you forgot the path through the variance, stage (3): var depends on every xc of the channel, so xc "
+         "also receives 2/m * xc * dvar (in the compact formula, the '- x_hat * mean(dy * x_hat)' term)"),
         (g * inv_std * dy,
          "you treated mean and var as constants (that is eval mode's gradient); in training mode both "
          "depend on every x of the channel"),

@@ -88,6 +88,17 @@ def compare(what, got, expected, *, rtol=1e-5, atol=1e-7, hint=""):
         )
 
 
+_LIBRARY_DIRS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(np.__file__))
+
+
+def _learner_frame(exc):
+    """The innermost frame of the traceback outside minires and NumPy: the learner's line,
+    not the library line where their bad argument finally failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    theirs = [f for f in frames if not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)]
+    return (theirs or frames)[-1]
+
+
 def check(name, run, success="matches the library"):
     """Run ``run()`` (which calls the learner's code and ``compare``) and report.
 
@@ -101,9 +112,9 @@ def check(name, run, success="matches the library"):
     except ExerciseFailed as exc:
         result = CheckResult(name, "failed", str(exc))
     except Exception as exc:  # the learner's code raised: show where, without a wall of traceback
-        frame = traceback.extract_tb(exc.__traceback__)[-1]
-        result = CheckResult(name, "failed",
-                             f"your code raised {type(exc).__name__}: {exc} (line {frame.lineno}: {frame.line})")
+        frame = _learner_frame(exc)
+        where = f" (line {frame.lineno}: {frame.line})" if frame.line else f" (line {frame.lineno})"
+        result = CheckResult(name, "failed", f"your code raised {type(exc).__name__}: {exc}{where}")
     if not result.passed and os.environ.get("MINIRES_EXERCISES") == "solutions":
         raise ExerciseFailed(str(result))
     return result

@@ -49,6 +49,9 @@ def _im2col_hint(got, padded, geometry, expected):
     if oh == ow:
         usual.append((e6.transpose(0, 1, 2, 3, 5, 4),
                       "the output pixels are transposed: column (n, y, x) is the window at output row y, column x"))
+    usual.append((e6[:, ::-1, ::-1],
+                  "the kernel is flipped: deep learning's convolution is a cross-correlation, row (c, i, j) "
+                  "reads padded[c, n, y*sh + i, x*sw + j], not y*sh + kh - 1 - i"))
     usual.append((e6.transpose(1, 2, 0, 3, 4, 5),
                   "the rows are ordered (i, j, c); the library's order is (c, i, j), channel first"))
     usual.append((e6.transpose(0, 1, 2, 4, 5, 3),

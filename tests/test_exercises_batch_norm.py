@@ -1,0 +1,127 @@
+"""Notebook 03's exercises (the batch-norm backward, the running statistics): each check says
+"not done" on the committed skeleton, "failed" on planted wrong solutions (with the hint for that
+mistake), and "passed" on the reference solution."""
+import pytest
+
+from exercise_tools import Exercises, grade, learner_mode  # noqa: F401  (learner_mode: autouse fixture)
+from minires.exercises.batch_norm import check_batch_norm_backward, check_running_stats
+
+EX = Exercises("03_batch_norm.ipynb")
+CHECKS = {"batch_norm_backward": ("batch_norm_backward", check_batch_norm_backward),
+          "running_stats": ("update_running_stats", check_running_stats)}
+
+
+def test_every_exercise_has_a_check_and_a_solution():
+    assert set(EX.cells) == set(CHECKS) == set(EX.solutions)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_skeleton_is_not_done(name):
+    defined, check_fn = CHECKS[name]
+    result = grade(EX.cells[name], defined, check_fn)
+    assert result.status == "not done", str(result)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_reference_solution_passes(name):
+    defined, check_fn = CHECKS[name]
+    result = grade(EX.solutions[name], defined, check_fn)
+    assert result.status == "passed", str(result)
+
+
+# The staged backward of the notebook's table, with one line replaceable at a time.
+STAGED = '''
+def batch_norm_backward(dy, x, gamma, eps=1e-5):
+    axes = (0, 2, 3)
+    m = x.size // x.shape[1]
+    g = gamma.reshape(1, -1, 1, 1)
+    mu = x.mean(axis=axes, keepdims=True)
+    xc = x - mu
+    var = (xc ** 2).mean(axis=axes, keepdims=True)
+    inv_std = (var + eps) ** -0.5
+    x_hat = xc * inv_std
+    dbeta = {dbeta}
+    dgamma = {dgamma}
+    dx_hat = {dx_hat}
+    d_inv_std = (dx_hat * xc).sum(axis=axes, keepdims=True)
+    dvar = d_inv_std * -0.5 * (var + eps) ** -1.5
+    dxc = {dxc}
+    dmu = -dxc.sum(axis=axes, keepdims=True)
+    dx = {dx}
+    return dx, dgamma, dbeta
+'''
+RIGHT = dict(dbeta="dy.sum(axis=axes)", dgamma="(dy * x_hat).sum(axis=axes)", dx_hat="dy * g",
+             dxc="dx_hat * inv_std + dvar * 2 * xc / m", dx="dxc + dmu / m")
+
+WRONG_BACKWARD = [  # (changed lines, what the report must say)
+    (dict(dx="dxc"), "path through the mean"),                                 # forgets the mean term
+    (dict(dxc="dx_hat * inv_std"), "path through the variance"),
+    (dict(dxc="dx_hat * inv_std", dx="dxc"), "eval mode"),
+    (dict(dx_hat="dy"), "you forgot gamma"),
+    (dict(dgamma="(dy * xc).sum(axis=axes)"), "not x - mu"),                   # dgamma with x - mu, not x_hat
+    (dict(dbeta="dy.sum()"), "has shape ()"),                                  # summed over the channels too
+    (dict(dx="dxc + dmu"), "walk the staged graph backwards"),                 # dmu without 1/m: generic hint
+]
+
+
+@pytest.mark.parametrize("change, says", WRONG_BACKWARD)
+def test_wrong_backward_fails_with_its_hint(change, says):
+    result = grade(STAGED.format(**{**RIGHT, **change}), "batch_norm_backward", check_batch_norm_backward)
+    assert result.status == "failed", str(result)
+    assert says in result.message, str(result)
+
+
+def test_right_staged_backward_passes():
+    assert grade(STAGED.format(**RIGHT), "batch_norm_backward", check_batch_norm_backward).passed
+
+
+def test_compact_formula_passes():
+    source = '''
+def batch_norm_backward(dy, x, gamma, eps=1e-5):
+    axes = (0, 2, 3)
+    x_hat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    mean = lambda a: a.mean(axis=axes, keepdims=True)
+    dx = gamma.reshape(1, -1, 1, 1) / np.sqrt(x.var(axis=axes, keepdims=True) + eps) * (
+        dy - mean(dy) - x_hat * mean(dy * x_hat))
+    return dx, (dy * x_hat).sum(axis=axes), dy.sum(axis=axes)
+'''
+    assert grade(source, "batch_norm_backward", check_batch_norm_backward).passed
+
+
+def test_backward_returning_two_values_fails():
+    source = STAGED.format(**RIGHT).replace("return dx, dgamma, dbeta", "return dx, dgamma")
+    result = grade(source, "batch_norm_backward", check_batch_norm_backward)
+    assert result.status == "failed" and "tuple (dx, dgamma, dbeta)" in result.message, str(result)
+
+
+RUNNING = '''
+def update_running_stats(running_mean, running_var, x, momentum):
+    axes = (0, 2, 3)
+    m = x.size // x.shape[1]
+    return ((1 - momentum) * running_mean + momentum * {mean},
+            (1 - momentum) * running_var + momentum * {var})
+'''
+
+
+@pytest.mark.parametrize("mean, var, says", [
+    ("x.mean(axis=axes)", "x.var(axis=axes)", "biased variance"),              # divides by m
+    ("x.mean(axis=axes)", "x.var(axis=axes) * m / (m + 1)", "var * m / (m - 1)"),
+    ("x.mean()", "x.var(axis=axes, ddof=1)", "running_mean"),                  # mean over all channels
+])
+def test_wrong_running_stats_fail_with_their_hint(mean, var, says):
+    result = grade(RUNNING.format(mean=mean, var=var), "update_running_stats", check_running_stats)
+    assert result.status == "failed", str(result)
+    assert says in result.message, str(result)
+
+
+def test_in_place_running_stats_pass():
+    """Updating the arguments in place (as F.batch_norm does) and returning them is right too."""
+    source = '''
+def update_running_stats(running_mean, running_var, x, momentum):
+    running_mean *= 1 - momentum
+    running_mean += momentum * x.mean(axis=(0, 2, 3))
+    running_var *= 1 - momentum
+    running_var += momentum * x.var(axis=(0, 2, 3), ddof=1)
+    return running_mean, running_var
+'''
+    assert grade(source, "update_running_stats", check_running_stats).passed

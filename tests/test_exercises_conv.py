@@ -1,0 +1,110 @@
+"""Notebook 02's exercises (im2col with loops, im2col as a strided view): each check says "not done"
+on the committed skeleton, "failed" on planted wrong solutions (with the hint for that mistake), and
+"passed" on the reference solution."""
+import pytest
+
+from exercise_tools import Exercises, grade, learner_mode  # noqa: F401  (learner_mode: autouse fixture)
+from minires.exercises.conv import check_im2col_loops, check_window_view
+
+EX = Exercises("02_im2col_convolution.ipynb")
+CHECKS = {"im2col_loops": ("im2col_loops", check_im2col_loops),
+          "window_view": ("window_view", check_window_view)}
+
+
+def test_every_exercise_has_a_check_and_a_solution():
+    assert set(EX.cells) == set(CHECKS) == set(EX.solutions)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_skeleton_is_not_done(name):
+    defined, check_fn = CHECKS[name]
+    result = grade(EX.cells[name], defined, check_fn)
+    assert result.status == "not done", str(result)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_reference_solution_passes(name):
+    defined, check_fn = CHECKS[name]
+    result = grade(EX.solutions[name], defined, check_fn)
+    assert result.status == "passed", str(result)
+
+
+LOOPS = '''
+def im2col_loops(padded, kh, kw, sh, sw, oh, ow):
+    c, n = padded.shape[:2]
+    cols = np.empty((c * kh * kw, n * oh * ow), dtype=padded.dtype)
+    for ci in range(c):
+        for i in range(kh):
+            for j in range(kw):
+                for ni in range(n):
+                    for y in range(oh):
+                        for x in range(ow):
+                            cols[{row}, {column}] = padded[{channel}, ni, {at}]
+    return cols
+'''
+RIGHT = dict(channel="ci", row="(ci * kh + i) * kw + j", column="(ni * oh + y) * ow + x", at="y * sh + i, x * sw + j")
+
+WRONG_LOOPS = [  # (changes to the right loops, what the report must say)
+    (dict(at="y * sh + j, x * sw + i"), "kernel offsets are transposed"),        # i and j swapped
+    (dict(at="y + i, x + j"), "stride is missing"),
+    (dict(column="(ni * ow + x) * oh + y"), "output pixels are transposed"),
+    (dict(row="(i * kw + j) * c + ci"), "ordered (i, j, c)"),
+    (dict(column="(y * ow + x) * n + ni"), "ordered (y, x, n)"),
+    (dict(at="y * sh + kh - 1 - i, x * sw + kw - 1 - j"), "kernel is flipped"),   # convolution, not correlation
+    (dict(channel="c - 1 - ci"), "rows ordered c, then i, then j"),                # channels reversed: generic hint
+    (dict(at="y * sh + i + 1, x * sw + j"), "your code raised IndexError"),     # reads past the padding
+]
+
+
+@pytest.mark.parametrize("change, says", WRONG_LOOPS)
+def test_wrong_loops_fail_with_their_hint(change, says):
+    result = grade(LOOPS.format(**{**RIGHT, **change}), "im2col_loops", check_im2col_loops)
+    assert result.status == "failed", str(result)
+    assert says in result.message, str(result)
+
+
+def test_right_loops_pass():
+    assert grade(LOOPS.format(**RIGHT), "im2col_loops", check_im2col_loops).passed
+
+
+def test_loops_returning_the_wrong_shape_fail():
+    source = LOOPS.format(**RIGHT).replace("return cols", "return cols.T")
+    result = grade(source, "im2col_loops", check_im2col_loops)
+    assert result.status == "failed" and "has shape" in result.message, str(result)
+
+
+VIEW = '''
+def window_view(padded, kh, kw, sh, sw, oh, ow):
+    s_c, s_n, s_h, s_w = padded.strides
+    c, n = padded.shape[:2]
+    return np.lib.stride_tricks.as_strided(padded, shape=(c, kh, kw, n, oh, ow), strides={strides})
+'''
+
+SLIDING = '''
+def window_view(padded, kh, kw, sh, sw, oh, ow):
+    w = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(2, 3))  # (C, N, Hp-kh+1, Wp-kw+1, kh, kw)
+    return w[:, :, ::sh, ::sw][:, :, :oh, :ow].transpose(0, 4, 5, 1, 2, 3)
+'''
+
+
+@pytest.mark.parametrize("strides, says", [
+    ("(s_c, s_w, s_h, s_n, s_h * sh, s_w * sw)", "kernel offsets are transposed"),
+    ("(s_c, s_h, s_w, s_n, s_h, s_w)", "stride is missing"),
+    ("(s_c, s_h * sh, s_w * sw, s_n, s_h, s_w)", "differs in"),   # kernel offsets and output pixels mixed up
+])
+def test_wrong_strides_fail(strides, says):
+    result = grade(VIEW.format(strides=strides), "window_view", check_window_view)
+    assert result.status == "failed", str(result)
+    assert says in result.message, str(result)
+
+
+def test_a_copy_is_not_a_view():
+    """Right values, but copied: the exercise is the view, and the check says so."""
+    source = SLIDING.replace("return w[", "return np.ascontiguousarray(w[").rstrip() + ")\n"
+    result = grade(source, "window_view", check_window_view)
+    assert result.status == "failed" and "is a copy" in result.message, str(result)
+
+
+def test_sliding_window_view_solution_passes():
+    assert grade(SLIDING, "window_view", check_window_view).passed
+    assert grade(VIEW.format(strides="(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw)"), "window_view", check_window_view).passed
