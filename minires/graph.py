@@ -18,7 +18,8 @@ from .engine import Tensor
 @dataclass
 class Node:
     """One node: ``kind`` is ``"op"``, ``"tensor"`` (made by an op), ``"param"`` (a leaf that
-    requires grad), ``"input"`` (a leaf without grad) or ``"const"`` (a one-element such leaf)."""
+    requires grad: a parameter, or an input whose gradient is wanted), ``"input"`` (a leaf
+    without grad) or ``"const"`` (a one-element such leaf, shown by its value)."""
 
     key: str
     kind: str
