@@ -12,10 +12,6 @@ Reference solutions live in ``notebooks/solutions/`` (one file per notebook, one
 in place of the skeletons and ``MINIRES_EXERCISES=solutions`` in the environment, which makes
 a failing or unfinished check raise; ``tests/test_exercises_*.py`` prove that every check fails
 on its skeleton and on a planted wrong solution.
-
-The checks, one module per notebook topic: ``autograd`` (notebook 01: ``check_tanh``,
-``check_topological_order``), ``conv`` (02: ``check_im2col_loops``, ``check_window_view``),
-``batch_norm`` (03: ``check_batch_norm_backward``, ``check_running_stats``).
 """
 from .check import CheckResult, ExerciseFailed, NotDone, check, compare, todo
 
