@@ -91,6 +91,8 @@ def window_view(padded, kh, kw, sh, sw, oh, ow):
     ("(s_c, s_w, s_h, s_n, s_h * sh, s_w * sw)", "kernel offsets are transposed"),
     ("(s_c, s_h, s_w, s_n, s_h, s_w)", "stride is missing"),
     ("(s_c, s_h * sh, s_w * sw, s_n, s_h, s_w)", "differs in"),   # kernel offsets and output pixels mixed up
+    ("(s_c, s_h * kh, s_w * kw, s_n, s_h * sh, s_w * sw)", "outside padded's memory"),  # caught before reading
+    ("(s_c, s_h, s_w, s_c, s_h * sh, s_w * sw)", "outside padded's memory"),            # n steps a channel
 ])
 def test_wrong_strides_fail(strides, says):
     result = grade(VIEW.format(strides=strides), "window_view", check_window_view)
@@ -107,4 +109,5 @@ def test_a_copy_is_not_a_view():
 
 def test_sliding_window_view_solution_passes():
     assert grade(SLIDING, "window_view", check_window_view).passed
-    assert grade(VIEW.format(strides="(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw)"), "window_view", check_window_view).passed
+    right = VIEW.format(strides="(s_c, s_h, s_w, s_n, s_h * sh, s_w * sw)")
+    assert grade(right, "window_view", check_window_view).passed

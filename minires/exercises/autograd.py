@@ -23,7 +23,8 @@ def _tanh_hint(got, dy, x, y):
     """The hint for the backward the learner wrote, recognised among the usual mistakes."""
     usual = [
         (dy * (1 - y), "you used 1 - y; the derivative of tanh is 1 - tanh(x)**2 = 1 - y**2"),
-        (dy * (1 - x ** 2), "you used the input x; the derivative is in terms of the output: 1 - y**2 with y = tanh(x)"),
+        (dy * (1 - x ** 2),
+         "you used the input x; the derivative is in terms of the output: 1 - y**2 with y = tanh(x)"),
         (1 - y ** 2, "multiply by the upstream gradient gy (the chain rule): dx = gy * (1 - y**2)"),
         (dy * y * (1 - y), "that is the sigmoid's derivative, y * (1 - y); tanh's is 1 - y**2"),
         (dy, "backward returned gy unchanged; it must multiply by the local derivative 1 - y**2"),
@@ -100,7 +101,8 @@ _ORDER_HINT = ("a tensor must come after *all* of its inputs; a breadth-first wa
 
 def _check_order(name, root, order):
     if not isinstance(order, (list, tuple)):
-        raise ExerciseFailed(f"on {name}: topological_order returned a {type(order).__name__}, expected a list of tensors")
+        raise ExerciseFailed(f"on {name}: topological_order returned a {type(order).__name__}, "
+                             "expected a list of tensors")
     order = [t for t in order if isinstance(t, Tensor) and t.requires_grad]  # constants may be listed or not
     expected = _topological_order(root)
     position = {}
@@ -119,7 +121,8 @@ def _check_order(name, root, order):
     if extra:
         raise ExerciseFailed(f"on {name}: {_describe(extra[0])} is not part of the graph")
     if order[-1] is not root:
-        raise ExerciseFailed(f"on {name}: the root (the output) must come last, got {_describe(order[-1], len(order) - 1)}"
+        raise ExerciseFailed(f"on {name}: the root (the output) must come last, "
+                             f"got {_describe(order[-1], len(order) - 1)}"
                              f"\n  hint: {_ORDER_HINT}")
     for k, t in enumerate(order):
         for inp in (t._ctx.inputs if t._ctx is not None else ()):

@@ -73,7 +73,8 @@ def check_batch_norm_backward(batch_norm_backward):
         dx_ref, dgamma_ref, dbeta_ref = _expected_grads(x, gamma, beta, dy, eps)
         result = batch_norm_backward(dy.copy(), x.copy(), gamma.copy(), eps)
         if not isinstance(result, tuple) or len(result) != 3:
-            raise ExerciseFailed(f"batch_norm_backward must return a tuple (dx, dgamma, dbeta), got {type(result).__name__}"
+            raise ExerciseFailed("batch_norm_backward must return a tuple (dx, dgamma, dbeta), "
+                                 f"got {type(result).__name__}"
                                  + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
         dx, dgamma, dbeta = result
         compare("dbeta (shape (C,))", dbeta, dbeta_ref,

@@ -83,12 +83,24 @@ def check_im2col_loops(im2col_loops):
     return check("im2col_loops", run)
 
 
+def _memory_span(a):
+    """[first byte, one past the last byte] that the array ``a`` can read, from its strides
+    alone (reading nothing: a wrong ``as_strided`` view may point outside its buffer)."""
+    start = a.__array_interface__["data"][0]
+    if a.size == 0:
+        return start, start
+    low = sum(min(0, s * (n - 1)) for s, n in zip(a.strides, a.shape))
+    high = sum(max(0, s * (n - 1)) for s, n in zip(a.strides, a.shape))
+    return start + low, start + high + a.itemsize
+
+
 def check_window_view(window_view):
     """Check the learner's ``window_view(padded, kh, kw, sh, sw, oh, ow)``.
 
-    It must return a (C, kh, kw, N, OH, OW) array that shares memory with ``padded`` (a strided
-    view, no copy), and whose reshape to (C*kh*kw, N*OH*OW) equals the library's ``im2col``,
-    on the same six geometries as ``check_im2col_loops``.
+    It must return a (C, kh, kw, N, OH, OW) array that stays inside ``padded``'s memory (checked
+    from its strides before any value is read: a wrong ``as_strided`` may point anywhere), shares
+    that memory (a strided view, no copy), and reshapes to the library's ``im2col`` (C*kh*kw,
+    N*OH*OW), on the same six geometries as ``check_im2col_loops``.
     """
     def run():
         for what, padded, geometry, expected in _cases():
@@ -97,6 +109,15 @@ def check_window_view(window_view):
             padded = np.ascontiguousarray(padded)  # C-contiguous, as the notebook describes its strides
             view = window_view(padded, *geometry)
             shape6 = (c, kh, kw, n, oh, ow)
+            if isinstance(view, np.ndarray) and np.may_share_memory(view, padded):
+                # a view: check its reach before reading any value (outside the buffer: garbage, or a crash)
+                (lo, hi), (plo, phi) = _memory_span(view), _memory_span(padded)
+                if lo < plo or hi > phi:
+                    raise ExerciseFailed(
+                        f"window_view({what}) reaches {max(plo - lo, hi - phi)} bytes outside padded's memory "
+                        f"(shape {view.shape}, strides {view.strides}; padded has strides {padded.strides})\n"
+                        "  hint: one step of i moves one row (s_h bytes), one step of y moves sh rows (s_h * sh); "
+                        "likewise j and x with s_w; c and n keep s_c and s_n")
             compare(f"window_view({what})", view, expected.reshape(shape6), rtol=0, atol=0,
                     hint=_im2col_hint(view, padded, geometry, expected))
             if not np.may_share_memory(view, padded):
