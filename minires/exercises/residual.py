@@ -18,7 +18,7 @@ from .. import functional as F
 from .. import nn
 from ..engine import Tensor
 from ..models.blocks import BasicBlock, ZeroPadShortcut
-from .check import ExerciseFailed, check, compare
+from .check import ExerciseFailed, NotDone, check, compare
 
 _RTOL, _ATOL = 1e-9, 1e-12  # float64 throughout: the learner's ops are the library's, so only rounding differs
 
@@ -73,6 +73,27 @@ def _diagnose(got, mistakes, default):
     return default
 
 
+_GRAPH_HINT = ("the output matches, so the graph is broken: compute with minires ops on Tensors (the block's "
+               "layers, Tensor indexing, F.pad), not NumPy on .data or .numpy(), which autograd does not see")
+
+
+def _require_graph(what, y, inputs):
+    if not y.requires_grad:
+        raise ExerciseFailed(f"{what}: your output does not require grad, so no gradient can reach {inputs}"
+                             f"\n  hint: {_GRAPH_HINT}")
+
+
+def _call(what, fn, *args, hint=""):
+    """``fn(*args)``; an exception becomes a failure that names the case (and a hint when one fits)."""
+    try:
+        return fn(*args)
+    except NotDone:
+        raise
+    except Exception as exc:
+        tail = f"\n  hint: {hint}" if hint else ""
+        raise ExerciseFailed(f"{what}: your function raised {type(exc).__name__}: {exc}{tail}") from None
+
+
 _BLOCK_HINT = ("y = relu(bn2(conv2(relu(bn1(conv1(x))))) + block.shortcut(x)), or without the shortcut "
                "when block.plain; the final ReLU comes after the addition")
 
@@ -87,16 +108,19 @@ def _run_block_case(fn, block, x_np, g_np):
         return x, y
 
     # Training mode (batch statistics): the output, then the gradients.
-    block.train()
-    x, y = forward_backward(lambda t: fn(block, t))
-    x_ref, y_ref = forward_backward(block)
     what = _describe(block)
+    hint = ("F(x) has the shape of the block's output, not of x, when the block downsamples: add "
+            "block.shortcut(x), which subsamples and pads x" if block.downsample is not None else "")
+    block.train()
+    x, y = forward_backward(lambda t: _call(what, fn, block, t, hint=hint))
+    x_ref, y_ref = forward_backward(block)
     if not isinstance(y, Tensor):
         raise ExerciseFailed(f"{what}: your function returned {type(y).__name__}, expected a minires Tensor "
                              "(use the block's layers and minires ops, so that the graph is recorded)")
     got = y.numpy()
     compare(f"{what}, training mode: output", got, y_ref, rtol=_RTOL, atol=_ATOL,
             hint=_diagnose(got, _block_mistakes(block, Tensor(x_np)), _BLOCK_HINT))
+    _require_graph(what, y, "x or the weights")
     block.zero_grad()
     y.backward(g_np)
     grads = {"x": x.grad, **{name: p.grad for name, p in params.items()}}
@@ -104,12 +128,10 @@ def _run_block_case(fn, block, x_np, g_np):
     y_ref.backward(g_np)
     expected = {"x": x_ref.grad, **{name: p.grad for name, p in params.items()}}
     for name, g in grads.items():
-        compare(f"{what}: gradient of {name}", g, expected[name], rtol=1e-8, atol=1e-10,
-                hint="the output matches, so the graph is broken: compute with the block's layers and minires "
-                     "ops on Tensors (not on .data or .numpy(), which autograd does not see)")
+        compare(f"{what}: gradient of {name}", g, expected[name], rtol=1e-8, atol=1e-10, hint=_GRAPH_HINT)
     # Eval mode (running statistics): the same layers, so the same answer.
     block.eval()
-    got = fn(block, Tensor(x_np)).numpy()
+    got = _call(what, fn, block, Tensor(x_np), hint=hint).numpy()
     compare(f"{what}, eval mode: output", got, block(Tensor(x_np)), rtol=_RTOL, atol=_ATOL,
             hint=_diagnose(got, _block_mistakes(block, Tensor(x_np)), _BLOCK_HINT))
 
@@ -172,7 +194,7 @@ def check_option_a_shortcut(fn, seed=0):
             what = f"x of shape {shape}, out_channels={out_channels}, stride={stride}"
             x_np = rng.standard_normal(shape)
             x = Tensor(x_np.copy(), requires_grad=True)
-            y = fn(x, out_channels, stride)
+            y = _call(what, fn, x, out_channels, stride)
             if not isinstance(y, Tensor):
                 raise ExerciseFailed(f"{what}: your function returned {type(y).__name__}, expected a minires Tensor")
             x_ref = Tensor(x_np.copy(), requires_grad=True)
@@ -180,11 +202,10 @@ def check_option_a_shortcut(fn, seed=0):
             got = y.numpy()
             compare(f"{what}: output", got, y_ref, rtol=0, atol=0,
                     hint=_shortcut_hint(got, x_np, out_channels, stride))
+            _require_graph(what, y, "x")
             g = rng.standard_normal(y_ref.shape)
             y.backward(g)
             y_ref.backward(g)
-            compare(f"{what}: gradient of x", x.grad, x_ref.grad, rtol=0, atol=0,
-                    hint="the output matches, so the graph is broken: use Tensor indexing and F.pad, not NumPy on "
-                         ".data or .numpy() (autograd does not see those)")
+            compare(f"{what}: gradient of x", x.grad, x_ref.grad, rtol=0, atol=0, hint=_GRAPH_HINT)
         return f"output and gradient match ZeroPadShortcut on {len(cases)} cases (odd sizes, stride 1 and 2)"
     return check("option A shortcut", run)
