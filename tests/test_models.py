@@ -7,7 +7,7 @@ import pytest
 import minires
 from minires import Tensor, nn
 from minires.models import (BasicBlock, Bottleneck, PreActBasicBlock, ResNet, ZeroPadShortcut, cifar_resnet,
-                            extend_with_identity, imagenet_resnet, resnet20, resnet56)
+                            extend_with_identity, imagenet_resnet, plain_identity_, resnet20, resnet56)
 
 
 def rand(shape, seed=0, dtype=np.float32):
@@ -284,9 +284,79 @@ def test_appending_zero_branch_blocks_computes_exactly_the_same_function(build):
     assert not np.array_equal(other.eval()(Tensor(x)).numpy(), shallow.eval()(Tensor(x)).numpy())
 
 
-def test_identity_extension_refuses_plain_nets():
-    with pytest.raises(ValueError, match="plain"):
-        extend_with_identity(cifar_resnet(8, width=4, plain=True))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("depth, extra_blocks", [(8, 1), (8, 2), (14, (0, 1, 3)), (20, 1)])
+def test_plain_net_extended_by_identity_blocks_is_bit_for_bit_the_same_in_eval_mode(depth, extra_blocks, dtype):
+    """The paper's construction (Sec. 1) for a *plain* net: appended conv-BN-ReLU blocks set to
+    the identity, the rest copied. Exactly equal logits in eval mode; in training mode the
+    appended BNs use batch statistics, so the deeper net computes something else."""
+    shallow = perturb_bn(cifar_resnet(depth, width=4, plain=True, seed=0)).to("cpu", dtype=dtype)
+    deeper = extend_with_identity(shallow, extra_blocks=extra_blocks, seed=1)
+    extra = extra_blocks if isinstance(extra_blocks, tuple) else (extra_blocks,) * 3
+    assert deeper.config["layers"] == tuple(n + k for n, k in zip(shallow.config["layers"], extra))
+    assert deeper.config["plain"] and all(p.dtype == dtype for p in deeper.parameters())
+    x = Tensor(rand((3, 3, 32, 32), seed=2, dtype=dtype))
+    shallow.eval(), deeper.eval()
+    out = shallow(x).numpy()
+    assert np.array_equal(deeper(x).numpy(), out)
+    shallow.train(), deeper.train()
+    assert not np.allclose(deeper(x).numpy(), shallow(x).numpy(), atol=1e-3)
+
+
+def test_plain_imagenet_net_extended_by_identity_blocks_is_the_same_in_eval_mode():
+    shallow = perturb_bn(imagenet_resnet(18, width=4, num_classes=5, plain=True, seed=0)).eval()
+    deeper = extend_with_identity(shallow, extra_blocks=(1, 0, 2, 1), seed=1).eval()
+    x = Tensor(rand((2, 3, 64, 64), seed=3))
+    assert np.array_equal(deeper(x).numpy(), shallow(x).numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_identity_block_copies_non_negative_input_exactly(dtype):
+    block = perturb_bn(BasicBlock(5, 5, plain=True)).to("cpu", dtype=dtype)
+    assert plain_identity_(block) is block
+    for bn in (block.bn1, block.bn2):  # the scale the op computes is exactly 1, the shift exactly 0
+        scale = bn.weight.data * (1 / np.sqrt(bn.running_var + dtype(bn.eps)))
+        assert np.all(scale == 1) and np.all(bn.bias.data == 0) and np.all(bn.running_mean == 0)
+    x = rand((2, 5, 6, 7), seed=4, dtype=dtype)
+    pos = Tensor(np.abs(x) * 1e3)  # large values too: no rounding anywhere
+    block.eval()
+    assert np.array_equal(block(pos).numpy(), pos.numpy())
+    # Only on x >= 0 (the final ReLU clips), and only in eval mode (batch statistics otherwise).
+    np.testing.assert_array_equal(block(Tensor(x)).numpy(), np.maximum(x, 0))
+    block.train()
+    assert not np.allclose(block(pos).numpy(), pos.numpy(), atol=1e-2)
+
+
+def test_plain_identity_with_arbitrary_running_statistics_is_only_close():
+    """Why plain_identity_ picks running_mean 0 and running_var 1 - eps: with the block's own
+    statistics, gamma = sqrt(running_var + eps), beta = running_mean is the identity in exact
+    arithmetic, but (x - m) * s + m rounds (s is not exactly 1; (x - m) + m need not be x)."""
+    block = plain_identity_(BasicBlock(8, 8, plain=True)).eval()
+    perturb_bn(block, seed=5)
+    for bn in (block.bn1, block.bn2):
+        bn.weight.data[...] = np.sqrt(bn.running_var + np.float32(bn.eps))
+        bn.bias.data[...] = bn.running_mean
+    x = Tensor(np.abs(rand((4, 8, 8, 8), seed=6)))
+    y = block(x).numpy()
+    np.testing.assert_allclose(y, x.numpy(), rtol=1e-6, atol=1e-6)
+    assert not np.array_equal(y, x.numpy())
+
+
+def test_identity_extension_and_plain_identity_reject_what_they_cannot_build():
+    with pytest.raises(ValueError, match="extend_with_identity: .*plain.*bottleneck"):
+        extend_with_identity(imagenet_resnet(50, width=2, plain=True))
+    with pytest.raises(ValueError, match="extend_with_identity: .*preact=True"):
+        extend_with_identity(cifar_resnet(8, width=4, plain=True, preact=True))
+    with pytest.raises(ValueError, match="extra_blocks"):
+        extend_with_identity(cifar_resnet(8, width=4, plain=True), extra_blocks=(1, 2))
+    with pytest.raises(TypeError, match="expected a minires ResNet"):
+        extend_with_identity(BasicBlock(4, 4))
+    with pytest.raises(ValueError, match="plain_identity_: expected a plain block"):
+        plain_identity_(BasicBlock(4, 4))
+    with pytest.raises(ValueError, match=r"plain_identity_: .*in_channels=4, out_channels=8, stride=2"):
+        plain_identity_(BasicBlock(4, 8, stride=2, plain=True))
+    with pytest.raises(TypeError, match="plain_identity_: expected a minires BasicBlock"):
+        plain_identity_(Bottleneck(16, 4, plain=True))
 
 
 # ----------------------------------------------------------------------- stochastic depth
