@@ -227,3 +227,18 @@ def test_layer_response_stds_match_a_direct_computation():
         model(Tensor(normalize(x, mean)))
     expected = [np.std(captured[n].astype(np.float64)) for n in names]
     np.testing.assert_allclose(stds, expected, rtol=1e-4)
+
+
+def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    from minires import train as T
+    real_train = T.train
+
+    def train(cfg, **kw):
+        if cfg.plain:
+            raise T.NonFiniteLoss("the loss became nan")
+        return real_train(cfg, **kw)
+    monkeypatch.setattr(T, "train", train)
+    out = tmp_path / "deg"
+    assert degradation.main([*TINY, "--depths", "8", "--seeds", "1", "--out", str(out), "--no-responses"]) == 0
+    assert "run failed: plain-8 seed 0: NonFiniteLoss" in capsys.readouterr().out
+    assert list(json.loads((out / "summary.json").read_text())["nets"]) == ["resnet8"]

@@ -38,6 +38,8 @@ from ..checkpoint import load_checkpoint
 # A net "trained" when its final training error is below this (chance on 10 classes is 90 %).
 TRAINED_BELOW = 0.85
 PAPER_ITERATIONS = 64000
+WARMUP_TEXT = {True: "lr 0.01 until the training error is below 80 %", False: "none",
+               None: "as in the paper, for depth >= 110 only"}
 
 # 4,000 training images = 32 batches of 128 per epoch; 30 epochs = 960 iterations (1.5 % of the
 # paper's 64k), lr 0.1 divided by 10 after epochs 15 and 22.5 (1/2 and 3/4, the paper's shape).
@@ -96,34 +98,37 @@ def _label(cfg):
 
 
 def train_or_resume(cfg, log=print):
-    """Train one net; resume it if interrupted before; skip it if already finished."""
+    """Train one net; resume it if interrupted before; skip it if already finished.
+
+    Returns "trained", "skipped", or "failed: <why>" (a diverged or broken run is reported,
+    not raised, so that it does not lose the other runs' results).
+    """
     last = os.path.join(cfg.out, "last.npz")
     resume = os.path.exists(last)
     if resume and _finished(last, cfg):
         log(f"{_label(cfg)}: already trained ({last}), skipping")
-    else:
-        log(f"--- {_label(cfg)} ---")
+        return "skipped"
+    log(f"--- {_label(cfg)} ---")
+    try:
         T.train(cfg, resume=resume, log=log)
-    return T.read_metrics(cfg.out)
+    except Exception as e:
+        log(f"{_label(cfg)} FAILED: {type(e).__name__}: {e}")
+        return f"failed: {_label(cfg)}: {type(e).__name__}: {e}"
+    return "trained"
 
 
 def _train_in_worker(cfg):
-    """A worker's job: log to the run directory and to the console; a failed run is reported, not fatal."""
+    """A worker's job: log to the run directory, and to the console prefixed with the run's name."""
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, "log.txt"), "a") as f:
         def log(*parts):
             print(*parts, file=f, flush=True)
             print(f"[{T.run_name(cfg.plain, cfg.depth)}-s{cfg.seed}]", *parts, flush=True)
-        try:
-            train_or_resume(cfg, log)
-            return None
-        except Exception as e:  # one diverged or broken run must not lose the others' results
-            log(f"FAILED: {type(e).__name__}: {e}")
-            return f"{_label(cfg)}: {type(e).__name__}: {e}"
+        return train_or_resume(cfg, log)
 
 
 def run_all(args, log=print):
-    """Train every net and seed, ``args.jobs`` at a time; returns the list of failures (strings).
+    """Train every net and seed, ``args.jobs`` at a time; returns each run's outcome (see train_or_resume).
 
     With ``--jobs 2`` on a 2-core CPU, two nets train at once with one BLAS thread each:
     BLAS gains little from a second thread on these small matrices (about 15 %), so two
@@ -132,22 +137,14 @@ def run_all(args, log=print):
     """
     configs = run_configs(args)
     if args.jobs == 1:
-        failures = []
-        for cfg in configs:
-            try:
-                train_or_resume(cfg, log)
-            except Exception as e:  # one diverged or broken run must not lose the others' results
-                log(f"{_label(cfg)} FAILED: {type(e).__name__}: {e}")
-                failures.append(f"{_label(cfg)}: {type(e).__name__}: {e}")
-        return failures
+        return [train_or_resume(cfg, log) for cfg in configs]
     import concurrent.futures
     import multiprocessing
     # Workers are fresh processes (spawn): they read the thread count when NumPy loads.
     os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     log(f"training {len(configs)} runs, {args.jobs} at a time; logs in {args.out}/runs/*/log.txt")
     with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
-        outcomes = list(ex.map(_train_in_worker, configs))
-    return [o for o in outcomes if o is not None]
+        return list(ex.map(_train_in_worker, configs))
 
 
 def _finished(last, cfg):
@@ -238,7 +235,7 @@ def versus(c):
 
 
 def _every(c):
-    return "in every seed" if len(c["seeds"]) > 1 else f"in the one seed run (seed {c['seeds'][0]})"
+    return "in every seed" if len(c["seeds"]) > 1 else "in this run's one seed"
 
 
 def _consistent(c, higher):
@@ -435,16 +432,22 @@ def write_report(args, wall_s=None, argv=None):
             summary["responses"] = {"claims": report["claims"], "left_out": report["left_out"]}
             response_md = ("\n## Layer responses (Figure 7, `responses.png`)\n\n"
                            + "\n\n".join(f"- {c['text']}" for c in report["claims"]) + "\n")
-    wall = f" Wall time of the run: {wall_s / 60:.1f} minutes." if wall_s else ""
+    if wall_s is None:  # --report-only: keep the wall time of the run that trained
+        try:
+            with open(os.path.join(args.out, "summary.json")) as f:
+                wall_s = json.load(f).get("wall_s")
+        except (OSError, ValueError):
+            pass
+    summary["wall_s"] = wall_s
+    wall = f" Wall time of the training: {wall_s / 60:.1f} minutes." if wall_s else ""
     train_time = sum(t for net in summary["nets"].values() for t in net["train_time_s"].values())
     header = (f"# Degradation experiment: {title}\n\n"
               f"Command: `{summary['command']}`\n\n"
               f"Same recipe, data and budget for every net ({budget} iterations of batch {args.batch_size}, "
               f"{100 * budget / PAPER_ITERATIONS:.1f} % of the paper's 64k; warm-up: "
-              f"{ {True: 'lr 0.01 until the training error is below 80 %', False: 'none', None: 'the paper’s (depth >= 110)'}[args.warmup]}); "
+              f"{WARMUP_TEXT[args.warmup]}); "
               f"seeds {', '.join(map(str, summary['seeds']))}. Figure: `figure6.png`; layer responses: "
-              f"`responses.png`. Training time, all runs: {train_time / 60:.1f} minutes of training "
-              f"loops.{wall}\n\n"
+              f"`responses.png`. Training loops, summed over all runs: {train_time / 60:.1f} minutes.{wall}\n\n"
               "Training error: the running error on the epoch's augmented mini-batches (BN in training "
               "mode), as in the paper's curves; test error: the whole test set after the epoch, in eval "
               "mode. Gaps are in points of error, paired by seed (the same seed draws the same "
@@ -517,10 +520,12 @@ def main(argv=None):
     wall_s = None
     if not args.report_only:
         start = time.perf_counter()
-        failures = run_all(args)
-        wall_s = time.perf_counter() - start
-        for failure in failures:
-            print(f"degradation: run failed: {failure}")
+        outcomes = run_all(args)
+        if "trained" in outcomes:  # else every run was already done: the earlier wall time stands
+            wall_s = time.perf_counter() - start
+        for outcome in outcomes:
+            if outcome.startswith("failed"):
+                print(f"degradation: run {outcome}")
     write_report(args, wall_s, argv)
     return 0
 
