@@ -239,6 +239,6 @@ def test_a_failed_run_is_reported_and_the_others_go_on(tmp_path, monkeypatch, ca
         return real_train(cfg, **kw)
     monkeypatch.setattr(T, "train", train)
     out = tmp_path / "deg"
-    assert degradation.main([*TINY, "--depths", "8", "--seeds", "1", "--out", str(out), "--no-responses"]) == 0
+    assert degradation.main([*TINY, "--depths", "8", "--seeds", "1", "--out", str(out), "--no-responses"]) == 1
     assert "run failed: plain-8 seed 0: NonFiniteLoss" in capsys.readouterr().out
     assert list(json.loads((out / "summary.json").read_text())["nets"]) == ["resnet8"]

@@ -39,8 +39,8 @@ if [[ "${TINY:-0}" == 1 ]]; then
   JOBS=${TINY_JOBS:-2}
 fi
 DEG="python -m minires.experiments.degradation --data-dir $DATA --device $DEVICE --no-progress"
-GPU_ARGS=(--preset gpu --out "$WORK/gpu" "${SMALL[@]}")
-CPU_ARGS=(--preset cpu --out "$WORK/cpu" "${SMALL[@]}")
+GPU_ARGS=(--preset gpu --out "$WORK/gpu" ${SMALL[@]+"${SMALL[@]}"})
+CPU_ARGS=(--preset cpu --out "$WORK/cpu" ${SMALL[@]+"${SMALL[@]}"})
 if [[ "${TINY:-0}" == 1 ]]; then GPU_ARGS+=(--seeds 2); fi
 mkdir -p "$WORK/gpu" "$WORK/cpu" "$OUT"
 LOG="$WORK/gpu_run.log"

@@ -517,17 +517,17 @@ def main(argv=None):
     except ValueError as e:
         raise SystemExit(str(e))
     os.makedirs(args.out, exist_ok=True)
-    wall_s = None
+    wall_s, failed = None, []
     if not args.report_only:
         start = time.perf_counter()
         outcomes = run_all(args)
         if "trained" in outcomes:  # else every run was already done: the earlier wall time stands
             wall_s = time.perf_counter() - start
-        for outcome in outcomes:
-            if outcome.startswith("failed"):
-                print(f"degradation: run {outcome}")
+        failed = [o for o in outcomes if o.startswith("failed")]
+        for outcome in failed:
+            print(f"degradation: run {outcome}")
     write_report(args, wall_s, argv)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
