@@ -347,7 +347,8 @@ def plot_figure6(results, depths, path, title):
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
         band = f"; bands: min-max over {n_seeds} seeds" if n_seeds > 1 else ""
-        ax.legend(title=f"bold: test, dashed: training\nlines: mean{band}", fontsize=8, title_fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(title=f"bold: test, dashed: training\nlines: mean{band}", fontsize=8, title_fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.suptitle(title)
     fig.tight_layout()
