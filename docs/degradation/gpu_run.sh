@@ -63,6 +63,10 @@ archive() {
 }
 trap archive EXIT
 
+if [[ ! -e "$DATA" ]]; then say "no CIFAR-10 sample at $DATA (set DATA): stopping"; exit 2; fi
+if [[ $DEVICE == gpu ]]; then
+  python -c "import cupy; print('CuPy', cupy.__version__, 'devices:', cupy.cuda.runtime.getDeviceCount())" 2>&1 | tee -a "$LOG"
+fi
 say "phase 1: training, $JOBS runs at a time on $DEVICE (timeout ${TRAIN_TIMEOUT}s)"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null | tee -a "$LOG" || true
 rc=0
