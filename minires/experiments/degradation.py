@@ -433,10 +433,12 @@ def write_report(args, wall_s=None, argv=None):
             summary["responses"] = {"claims": report["claims"], "left_out": report["left_out"]}
             response_md = ("\n## Layer responses (Figure 7, `responses.png`)\n\n"
                            + "\n\n".join(f"- {c['text']}" for c in report["claims"]) + "\n")
-    if wall_s is None:  # --report-only: keep the wall time of the run that trained
+    if args.report_only:  # keep the command and wall time of the run that trained, if one did here
         try:
             with open(os.path.join(args.out, "summary.json")) as f:
-                wall_s = json.load(f).get("wall_s")
+                before = json.load(f)
+            wall_s = wall_s or before.get("wall_s")
+            summary["command"] = before.get("command") or summary["command"]
         except (OSError, ValueError):
             pass
     summary["wall_s"] = wall_s
