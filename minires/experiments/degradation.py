@@ -421,14 +421,17 @@ def write_report(args, wall_s=None, argv=None):
         dirs = [run_dir(args.out, p, d, s) for p in (True, False) for d in args.depths for s in args.seeds]
         dirs = [d for d in dirs if os.path.exists(os.path.join(d, "metrics.jsonl"))]
         have_checkpoints = all(os.path.exists(os.path.join(d, "last.npz")) for d in dirs)
-        if have_checkpoints:
-            report = responses.main([*dirs, "--out", args.out, "--device", args.device,
-                                     "--trained-below", str(args.trained_below)])
-        elif os.path.exists(os.path.join(args.out, "responses.json")):
-            print("degradation: no checkpoints here; Figure 7 redrawn from the existing responses.json")
-            report = responses.replot(os.path.join(args.out, "responses.json"), args.out)
-        else:
-            report = None
+        report = None
+        try:
+            if have_checkpoints:
+                report = responses.main([*dirs, "--out", args.out, "--device", args.device,
+                                         "--trained-below", str(args.trained_below)])
+            elif os.path.exists(os.path.join(args.out, "responses.json")):
+                print("degradation: no checkpoints here; Figure 7 redrawn from the existing responses.json")
+                report = responses.replot(os.path.join(args.out, "responses.json"), args.out)
+        except Exception as e:  # the table and Figure 6 must not be lost to a failure in Figure 7
+            print(f"degradation: Figure 7 failed ({type(e).__name__}: {e}); the rest of the report follows")
+            response_md = f"\n## Layer responses (Figure 7)\n\nFailed: {type(e).__name__}: {e}\n"
         if report is not None:
             summary["responses"] = {"claims": report["claims"], "left_out": report["left_out"]}
             response_md = ("\n## Layer responses (Figure 7, `responses.png`)\n\n"
