@@ -339,21 +339,25 @@ def plot_figure6(results, depths, path, title):
             its = c["iteration"]
             for key, style, width in (("train_err", "--", 1.2), ("test_err", "-", 2.5)):
                 ax.plot(its, [100 * v for v in c[key]["mean"]], style, color=color, linewidth=width,
-                        label=f"{T.model_name(plain, depth)} ({len(per_seed)} seeds)" if key == "test_err" else None)
+                        label=_legend_label(plain, depth, len(per_seed)) if key == "test_err" else None)
                 if len(per_seed) > 1:
                     ax.fill_between(its, [100 * v for v in c[key]["min"]], [100 * v for v in c[key]["max"]],
                                     color=color, alpha=0.15, linewidth=0)
         ax.set_title("plain networks" if plain else "residual networks (option A)")
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
-        band = f"; bands: min-max over {n_seeds} seeds" if n_seeds > 1 else ""
+        band = f"\nlines: mean; bands: min-max over {n_seeds} seeds" if n_seeds > 1 else ""
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(title=f"bold: test, dashed: training\nlines: mean{band}", fontsize=8, title_fontsize=8)
+            ax.legend(title=f"bold: test, dashed: training{band}", fontsize=8, title_fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return fig
+
+
+def _legend_label(plain, depth, n_seeds):
+    return T.model_name(plain, depth) + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
 
 
 def summarise(results, depths, budget_iterations=None, trained_below=TRAINED_BELOW):
