@@ -89,3 +89,11 @@ def synchronize(device="gpu"):
     """
     if check_device(device) == "gpu":
         _cupy().cuda.Stream.null.synchronize()
+
+
+def is_capturing(xp):
+    """True while the current CuPy stream records a CUDA graph (``minires.cuda_graph``).
+
+    Ops skip their checks that read values back to the host (a synchronisation, which a
+    capturing stream refuses); the capturing code checks those inputs itself."""
+    return xp is not np and xp.cuda.get_current_stream().is_capturing()
