@@ -68,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     progress: bool = True
+    cuda_graph: bool = False      # replay each training step as one CUDA graph (GPU only)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -156,6 +157,12 @@ class Trainer:
                              weight_decay=cfg.weight_decay)
         self.total, self.milestones = plan(cfg, len(self.loader))
         self.schedule = make_schedule(cfg, self.optimizer, self.total, self.milestones)
+        self.graph_step = None
+        if cfg.cuda_graph:
+            if cfg.device != "gpu":
+                raise ValueError("--cuda-graph needs --device gpu (CUDA graphs replay GPU kernels)")
+            from .cuda_graph import CUDAGraphStep  # imports CuPy: only when asked for
+            self.graph_step = CUDAGraphStep(self.model, self.optimizer)
         # Where the run stands; everything here goes into the checkpoint.
         self.epoch = 0              # epochs completed
         self.iteration = 0          # iterations completed
@@ -203,16 +210,21 @@ class Trainer:
             if self.iteration >= self.total or self.stop_requested:
                 break
             self.schedule.step(self.iteration)
-            logits = model(Tensor(xb))
-            loss = F.cross_entropy(logits, yb)
-            loss_value = float(loss.item())
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"the loss became {loss_value} at iteration {self.iteration + 1} "
-                                    f"(epoch {self.epoch + 1}, lr {opt.param_groups[0]['lr']:g})")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            errors = int((logits.data.argmax(axis=1) != yb).sum())
+            if self.graph_step is not None:
+                # The replay has already updated the parameters when the loss is read; the
+                # checkpoint on disk (saved each epoch) is still the last good one.
+                loss_data, errors = self.graph_step(xb, yb)
+                loss_value, errors = float(loss_data), int(errors)
+                self._check_finite(loss_value)
+            else:
+                logits = model(Tensor(xb))
+                loss = F.cross_entropy(logits, yb)
+                loss_value = float(loss.item())
+                self._check_finite(loss_value)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                errors = int((logits.data.argmax(axis=1) != yb).sum())
             self.sums[0] += loss_value * len(yb)
             self.sums[1] += errors
             self.sums[2] += len(yb)
@@ -229,6 +241,11 @@ class Trainer:
         if bar is not None:
             bar.close()
         return time.perf_counter() - start, seen
+
+    def _check_finite(self, loss_value):
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"the loss became {loss_value} at iteration {self.iteration + 1} "
+                                f"(epoch {self.epoch + 1}, lr {self.optimizer.param_groups[0]['lr']:g})")
 
     def finish_epoch(self, elapsed, seen):
         """Evaluate, record the epoch, checkpoint; then start the next epoch.
@@ -465,6 +482,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="GPU only: capture each training step once as a CUDA graph and replay it")
     return p
 
 
@@ -476,7 +495,7 @@ def config_from_args(args):
                        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, warmup=warmup,
                        device=args.device, dataset=args.dataset, data_dir=args.data_dir,
                        val_split=args.val_split, train_limit=args.train_limit, out=args.out, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, cuda_graph=args.cuda_graph)
 
 
 def config_from_dict(d):
