@@ -6,9 +6,10 @@ Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autogr
 -> ``models`` (ResNets) -> ``optim``, ``data``, ``train`` (the paper's recipe)
 -> ``experiments`` (the paper's figures).
 """
-from . import functional
 from .backend import get_array_module, gpu_available
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
+from . import functional
+functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
 from .gradcheck import GradcheckError, gradcheck
 from . import models, nn  # they build on the engine above
 from .summary import summary
