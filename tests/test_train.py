@@ -136,7 +136,9 @@ def test_cli_reports_nan_with_exit_code(tmp_path, capsys):
 
 
 def test_bad_options_give_clear_errors(tmp_path, capsys):
-    assert run_cli("--dataset", "synthetic", "--depth", "21", "--iterations", "1", "--out", str(tmp_path)) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a bad value: argparse usage message, exit code 2
+        run_cli("--dataset", "synthetic", "--depth", "21", "--iterations", "1", "--out", str(tmp_path))
+    assert exit_info.value.code == 2
     assert "6n+2" in capsys.readouterr().err
     assert T.main(["--resume", "--out", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -156,5 +158,5 @@ def test_plan_budgets_and_milestones():
 def test_warmup_is_on_for_resnet110_only():
     from minires.optim import WarmupUntil
     opt = None  # schedules work without an optimiser (lr_at only)
-    assert isinstance(T.make_schedule(T.TrainConfig(depth=110), opt, 100, [50]), WarmupUntil)
-    assert not isinstance(T.make_schedule(T.TrainConfig(depth=56), opt, 100, [50]), WarmupUntil)
+    assert isinstance(T.make_schedule(T.TrainConfig(depth=110), opt, [50]), WarmupUntil)
+    assert not isinstance(T.make_schedule(T.TrainConfig(depth=56), opt, [50]), WarmupUntil)

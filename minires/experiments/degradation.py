@@ -23,6 +23,7 @@ import sys
 
 from .. import train as T
 from ..checkpoint import load_checkpoint
+from ..cli import add_config_options
 
 PRESETS = {
     # 4,000 training images = 32 batches of 128 per epoch.
@@ -180,13 +181,8 @@ def build_parser():
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     p.add_argument("--depths", type=int, nargs="+", default=[20, 56], help="6n+2 depths (paper: 20 32 44 56)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's budget, in epochs")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--width", type=int, default=16, help="filters of the first stage (the paper's 16)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 archive or directory (e.g. ../shared/data/cifar-10-sample)")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    # The training options, with the defaults of minires.train (TrainConfig).
+    add_config_options(p, ("batch_size", "width", "train_limit", "dataset", "data_dir", "device", "seed"))
     p.add_argument("--out", default="runs/degradation")
     p.add_argument("--jobs", type=int, default=None,
                    help="train this many nets at once, one BLAS thread each (default: 2 on a CPU with "
