@@ -11,12 +11,12 @@ from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
 from . import functional
 functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
 from .gradcheck import GradcheckError, gradcheck
-from . import models, nn  # they build on the engine above
+from . import data, models, nn, optim  # they build on the engine above
 from .summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-    "gpu_available", "get_array_module", "functional", "nn", "models", "summary",
+    "gpu_available", "get_array_module", "functional", "nn", "models", "optim", "data", "summary",
 ]

@@ -34,7 +34,6 @@ import os
 import pickle
 import tarfile
 import tempfile
-import urllib.request
 import zlib
 from pathlib import Path
 
@@ -208,6 +207,8 @@ def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60
 
 def _fetch(url, out, progress, timeout):
     """Stream ``url`` into the open file ``out``; return the md5 hex digest of the bytes."""
+    import urllib.request  # here, not at the top: it costs ~20 ms of every `import minires`
+
     digest = hashlib.md5(usedforsecurity=False)
     with urllib.request.urlopen(url, timeout=timeout) as response:
         length = response.headers.get("Content-Length")
