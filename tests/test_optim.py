@@ -1,4 +1,4 @@
-"""Tests of minires.optim: SGD (against steps worked out by hand), checkpoints, schedules.
+"""Tests of minires.optim: SGD (against steps worked out by hand), its state dicts, schedules.
 
 The hand-worked examples use dyadic numbers (0.5, 0.25, ...), so float32 arithmetic is exact
 and the results can be compared with assert_array_equal.
@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 
 from minires.backend import gpu_available
-from minires.optim import (
-    SGD,
-    MultiStepLR,
-    WarmupUntil,
-    flatten_state,
-    paper_schedule,
-    unflatten_state,
-)
+from minires.checkpoint import flatten_state, unflatten_state
+from minires.optim import SGD, MultiStepLR, WarmupUntil, paper_schedule
 
 
 class Param:
