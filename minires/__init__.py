@@ -2,9 +2,12 @@
 "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
 
 Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autograd)
--> ``ops``/``functional`` (hand-written forward and backward) -> ``nn`` (modules)
--> ``models`` (ResNets) -> ``optim``, ``data``, ``train`` (the paper's recipe)
--> ``experiments`` (the paper's figures).
+-> ``ops`` (hand-written forward and backward; their fused CuPy kernels in ``gpu_kernels``)
+-> ``functional`` (the ops under PyTorch's names, attached to ``Tensor`` as operators)
+-> ``nn`` (modules) -> ``models`` (ResNets) -> ``optim`` (SGD, lr schedules), ``data``
+(CIFAR-10 files, transforms, loader) and ``checkpoint`` -> ``config``, ``train``, ``rundir``,
+``cli`` (the paper's recipe and ``python -m minires.train``) -> ``experiments`` (the paper's
+figures). ``_checks`` holds the argument checks every layer shares.
 """
 from .backend import get_array_module, gpu_available
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
