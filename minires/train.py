@@ -330,17 +330,15 @@ def train(cfg, resume=False, log=print):
     return {"rows": rows, "final": final, "out": cfg.out, "trainer": trainer}
 
 
-def main(argv=None):
-    """``python -m minires.train``: see ``minires.cli``."""
-    from .cli import main as cli_main  # the command line builds on this module
-    return cli_main(argv)
+def __getattr__(name):
+    """The command line's names (``main``, ``build_parser``, ...) as they were before they moved
+    to ``minires.cli``, which builds on this module and so cannot be imported at its top."""
+    if name in ("main", "build_parser", "config_from_args", "eval_only"):
+        from . import cli
+        return getattr(cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_parser():
-    """The argument parser of ``python -m minires.train`` (generated from ``TrainConfig``)."""
-    from .cli import build_parser as cli_build_parser
-    return cli_build_parser()
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m minires.train
+    from minires.cli import main
     sys.exit(main())
