@@ -63,7 +63,7 @@ def why_skipped(words):
         return "is this test suite itself"
     if words[0] == "mpiexec" and (shutil.which("mpiexec") is None or _missing("mpi4py")):
         return "needs mpiexec and mpi4py"
-    if "gpu" in words and not gpu_available():
+    if any("gpu" in w for w in words) and not gpu_available():  # --device gpu, gpu_check.sh, ...
         return "needs a GPU (CuPy and a CUDA device)"
     if SAMPLE is None and "--help" not in words:
         return "the CIFAR-10 sample (shared/data/cifar-10-sample beside the repository) is not there"
@@ -79,7 +79,8 @@ def _missing(module):
 
 
 def shrink(words, cwd):
-    """The command with a tiny budget (see the module docstring); globs expanded in ``cwd``."""
+    """The command with a tiny budget (see the module docstring); globs expanded in ``cwd``.
+    Commands other than ``python -m minires...`` run as written."""
     expanded = []
     for w in words:
         expanded += (sorted(glob.glob(w, root_dir=cwd)) if "*" in w else []) or [w]
