@@ -2,20 +2,24 @@
 "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
 
 Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autograd)
--> ``ops``/``functional`` (hand-written forward and backward) -> ``nn`` (modules)
--> ``models`` (ResNets) -> ``optim``, ``data``, ``train`` (the paper's recipe)
--> ``experiments`` (the paper's figures).
+-> ``ops`` (hand-written forward and backward; their fused CuPy kernels in ``gpu_kernels``)
+-> ``functional`` (the ops under PyTorch's names, attached to ``Tensor`` as operators)
+-> ``nn`` (modules) -> ``models`` (ResNets) -> ``optim`` (SGD, lr schedules), ``data``
+(CIFAR-10 files, transforms, loader) and ``checkpoint`` -> ``config``, ``train``, ``rundir``,
+``cli`` (the paper's recipe and ``python -m minires.train``) -> ``experiments`` (the paper's
+figures). ``_checks`` holds the argument checks every layer shares.
 """
-from . import functional
 from .backend import get_array_module, gpu_available
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
+from . import functional
+functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
 from .gradcheck import GradcheckError, gradcheck
-from . import models, nn  # they build on the engine above
+from . import data, models, nn, optim  # they build on the engine above
 from .summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-    "gpu_available", "get_array_module", "functional", "nn", "models", "summary",
+    "gpu_available", "get_array_module", "functional", "nn", "models", "optim", "data", "summary",
 ]

@@ -126,10 +126,6 @@ class Tensor:
         ``t.grad_fn.inputs``, their ``grad_fn`` and so on, as in PyTorch."""
         return self._ctx
 
-    @property
-    def T(self):
-        return F.permute(self, tuple(reversed(range(self.ndim))))
-
     def requires_grad_(self, flag=True):
         if flag and not _is_float(self.data.dtype):
             raise TypeError(
@@ -236,7 +232,7 @@ class Tensor:
                     f"backward(): trying to backward through the graph a second time ({type(fn).__name__} "
                     "already freed its saved arrays); call backward(retain_graph=True) the first time"
                 )
-            in_grads = fn.backward(g)
+            in_grads = fn.backward_gpu(g) if _on_gpu(g) else fn.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             for inp, ig in zip(fn.inputs, in_grads):
@@ -247,78 +243,9 @@ class Tensor:
             if not retain_graph:
                 fn.free()
 
-    # ------------------------------------------------------------- operators
-    def __add__(self, other):
-        return F.add(self, other)
-
-    def __radd__(self, other):
-        return F.add(other, self)
-
-    def __sub__(self, other):
-        return F.sub(self, other)
-
-    def __rsub__(self, other):
-        return F.sub(other, self)
-
-    def __mul__(self, other):
-        return F.mul(self, other)
-
-    def __rmul__(self, other):
-        return F.mul(other, self)
-
-    def __truediv__(self, other):
-        return F.div(self, other)
-
-    def __rtruediv__(self, other):
-        return F.div(other, self)
-
-    def __neg__(self):
-        return F.neg(self)
-
-    def __pow__(self, other):
-        return F.pow(self, other)
-
-    def __rpow__(self, other):
-        return F.pow(other, self)
-
-    def __matmul__(self, other):
-        return F.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return F.matmul(other, self)
-
-    def __getitem__(self, index):
-        return F.getitem(self, index)
-
-    # --------------------------------------------------------------- methods
-    def sum(self, dim=None, keepdim=False):
-        return F.sum(self, dim, keepdim)
-
-    def mean(self, dim=None, keepdim=False):
-        return F.mean(self, dim, keepdim)
-
-    def reshape(self, *shape):
-        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    view = reshape
-
-    def flatten(self, start_dim=0, end_dim=-1):
-        return F.flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0, dim1):
-        return F.transpose(self, dim0, dim1)
-
-    def permute(self, *dims):
-        return F.permute(self, dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)
-
-    def exp(self):
-        return F.exp(self)
-
-    def log(self):
-        return F.log(self)
-
-    def relu(self):
-        return F.relu(self)
+    # Operators (x + y, x @ w, x[i]) and methods (x.sum(), x.reshape(...)) are attached by
+    # minires.functional.setup_tensor_methods(), called once from minires/__init__.py: the
+    # engine then never imports the ops that are built on it.
 
 
 def _topological_order(root):
@@ -352,6 +279,15 @@ class Function:
     ``backward`` needs (as attributes of ``self``), and return from ``backward`` one gradient
     per input, in order (``None`` for inputs that take none, e.g. integer targets).
     Call an op as ``MyOp(hyper=...)(x, w)``; inputs are Tensors or None.
+
+    The contract between the engine and an op:
+
+    * ``self.needs_input_grad`` (set before ``forward`` runs, as in teenygrad): one bool per
+      input, True where that input wants a gradient. ``backward`` computes only those and
+      returns None for the others.
+    * On CuPy data the engine calls ``forward_gpu``/``backward_gpu`` instead; they default to
+      ``forward``/``backward``, and an op overrides them only to call a fused kernel from
+      ``minires/gpu_kernels.py`` (Chainer's rule).
     """
 
     inputs = None
@@ -360,9 +296,12 @@ class Function:
     def __call__(self, *inputs):
         arrays = [None if t is None else t.data for t in inputs]
         _check_same_device(type(self).__name__, inputs)
-        out = self.forward(*arrays)
+        record = is_grad_enabled()
+        self.needs_input_grad = tuple(record and t is not None and t.requires_grad for t in inputs)
+        first = next((a for a in arrays if a is not None), None)
+        out = self.forward_gpu(*arrays) if _on_gpu(first) else self.forward(*arrays)
         result = Tensor(out)
-        if is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        if any(self.needs_input_grad):
             result.requires_grad = True
             result._ctx = self
             self.inputs = inputs
@@ -374,10 +313,21 @@ class Function:
     def backward(self, grad_output):
         raise NotImplementedError
 
+    def forward_gpu(self, *arrays):
+        return self.forward(*arrays)
+
+    def backward_gpu(self, grad_output):
+        return self.backward(grad_output)
+
     def free(self):
         """Drop everything saved for backward (and the link to the inputs)."""
         self.__dict__.clear()
         self.freed = True
+
+
+def _on_gpu(array):
+    """Whether ``array`` is a CuPy array (NumPy arrays, None and scalars are not)."""
+    return array is not None and not isinstance(array, np.ndarray) and get_array_module(array) is not np
 
 
 def _check_same_device(name, inputs):
@@ -409,6 +359,3 @@ def tensor(data, requires_grad=False, dtype=None):
     """``minires.tensor(data)``: like ``Tensor(data)``, as ``torch.tensor``."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
-
-# The ops need Tensor and Function, so they are imported after both are defined.
-from . import functional as F  # noqa: E402

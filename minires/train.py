@@ -1,74 +1,41 @@
-"""``python -m minires.train --depth 20``: train a CIFAR-10 ResNet with the paper's recipe.
+"""Training a CIFAR-10 ResNet with the paper's recipe: the library behind ``python -m minires.train``.
 
 The recipe (He et al. 2015, Sec. 4.2): SGD with momentum 0.9 and weight decay 1e-4, batch 128,
 lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k; per-pixel mean subtracted; 4-pixel
 padding, random 32x32 crop and horizontal flip; ResNet-110 warms up at lr 0.01 until the
-training error is below 80 %. Shorter runs (``--epochs``/``--iterations``) keep the schedule's
-shape: the lr drops at 1/2 and 3/4 of the run unless ``--milestones`` says otherwise.
+training error is below 80 %. Shorter runs (``epochs``/``iterations``) keep the schedule's
+shape: the lr drops at 1/2 and 3/4 of the run unless ``milestones`` says otherwise.
 
-What a run writes to ``--out``::
+    train(TrainConfig(depth=56, epochs=30))      # what the command line calls
+    Trainer(cfg).run()                           # the loop itself, epoch by epoch
 
-    config.json         the options of the run
-    metrics.csv         one row per epoch (also metrics.jsonl, one JSON object per line)
-    last.npz            checkpoint after every epoch (and on Ctrl-C): model, optimiser,
-                        schedule, RNG state, position in the run; written atomically
-    best.npz            the checkpoint with the lowest validation (else test) error
-    curves.png          training (dashed) and test (bold) error against iterations
-
-``--resume`` continues from last.npz exactly as if the run had never stopped: same batches,
-same augmentation, same result, bit for bit.
+What a run writes, and reading it back: ``minires.rundir``. The options and their defaults:
+``minires.config.TrainConfig``. The command line: ``minires.cli``. A resumed run continues
+exactly as if it had never stopped: same batches, same augmentation, same result, bit for bit.
 """
-import argparse
-import csv
-import json
 import math
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import data as datasets
 from . import functional as F
-from .backend import check_device, to_numpy
+from .backend import check_device
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, build_model, config_from_dict
 from .engine import Tensor, no_grad
-from .models import cifar_resnet
-from .optim import SGD, MultiStepLR, WarmupUntil, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR
+from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
+from .optim.lr_scheduler import paper_milestones
+from .rundir import (METRIC_FIELDS, append_metrics, clear_metrics, format_row, load_model, model_name,  # noqa: F401
+                     plot_curves, read_metrics, run_name, truncate_metrics, write_config)
 
-METRIC_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_err", "val_loss", "val_err",
-                 "test_loss", "test_err", "epoch_time_s", "img_per_s")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run. The defaults are the paper's CIFAR-10 recipe."""
-
-    depth: int = 20
-    plain: bool = False
-    shortcut: str = "A"
-    width: int = 16               # filters of the first stage (16 in the paper)
-    epochs: int = None            # budget in epochs, or ...
-    iterations: int = None        # ... in iterations (default: the paper's 64,000)
-    milestones: list = None       # lr drops, in the budget's unit (default: 1/2 and 3/4 of it)
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup: bool = None           # lr 0.01 until training error < 80 % (default: on for depth >= 110)
-    device: str = "cpu"
-    dataset: str = "cifar10"
-    data_dir: str = None
-    val_split: float = 0          # images (>= 1) or fraction (< 1) held out from training
-    train_limit: int = None       # use only the first N training images (quick experiments)
-    out: str = None
-    seed: int = 0
-    eval_batch_size: int = 500
-    progress: bool = True
-    cuda_graph: bool = False      # replay each training step as one CUDA graph (GPU only)
+__all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_data", "plan", "make_schedule",
+           "pixel_mean_of", "NonFiniteLoss", "build_model", "config_from_dict", "load_model", "main"]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -81,41 +48,50 @@ def load_data(cfg):
     """(x_train, y_train, x_val, y_val, x_test, y_test) as uint8 images and int64 labels."""
     if cfg.dataset == "synthetic":
         x_train, y_train, x_test, y_test = datasets.synthetic_cifar(2000, 500, seed=cfg.seed)
-    elif cfg.dataset == "cifar10":
+    else:
         path = datasets.find_or_download_cifar10(cfg.data_dir)
         x_train, y_train, x_test, y_test = datasets.load_cifar10(path)
-    else:
-        raise ValueError(f"--dataset must be 'cifar10' or 'synthetic', got {cfg.dataset!r}")
     if cfg.train_limit:
         x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
     x_val = y_val = None
     if cfg.val_split:
-        size = int(cfg.val_split) if cfg.val_split >= 1 else cfg.val_split
-        (x_train, y_train), (x_val, y_val) = datasets.train_val_split(x_train, y_train, size, rng=cfg.seed)
+        size = int(cfg.val_split) if cfg.val_split >= 1 else float(cfg.val_split)
+        x_train, y_train, x_val, y_val = datasets.train_val_split(x_train, y_train, size, rng=cfg.seed)
     return x_train, y_train, x_val, y_val, x_test, y_test
+
+
+def pixel_mean_of(ckpt, cfg, log=print):
+    """The per-pixel mean a checkpointed model was trained with (its input normalisation).
+
+    Stored in the checkpoint since the restructuring; for an older checkpoint it is recomputed
+    from the training set that ``cfg`` describes (loading it), and ``log`` says so.
+    """
+    mean = ckpt["meta"].get("pixel_mean")
+    if mean is not None:
+        return np.asarray(mean, dtype=np.float32)
+    log("this checkpoint predates the stored pixel mean: recomputing it from the training set "
+        f"({cfg.dataset}{', ' + str(cfg.data_dir) if cfg.data_dir else ''})")
+    return datasets.per_pixel_mean(load_data(cfg)[0])
 
 
 # --------------------------------------------------------------------------- the schedule
 
 def plan(cfg, batches_per_epoch):
     """(total iterations, milestones in iterations) from the budget given in epochs or iterations."""
-    if cfg.epochs is not None and cfg.iterations is not None:
-        raise ValueError("give --epochs or --iterations, not both")
     if cfg.epochs is not None:
         total, unit = cfg.epochs * batches_per_epoch, batches_per_epoch
     else:
-        total, unit = (cfg.iterations if cfg.iterations is not None else 64000), 1
-    if total < 1:
-        raise ValueError(f"the run must have at least one iteration, got {total}")
+        total, unit = (cfg.iterations if cfg.iterations is not None else PAPER_TOTAL_ITERATIONS), 1
     if cfg.milestones is None:
-        milestones = [total // 2, total * 3 // 4]  # where the paper's 32k and 48k sit in 64k
-        milestones = sorted({m for m in milestones if 0 < m < total})
+        milestones = paper_milestones(total)
     else:
         milestones = [int(m * unit) for m in cfg.milestones]
     return total, milestones
 
 
-def make_schedule(cfg, optimizer, total, milestones):
+def make_schedule(cfg, optimizer, milestones):
+    """The lr schedule of ``cfg``: ``MultiStepLR`` at ``milestones``, wrapped in the paper's
+    warm-up when ``cfg.warmup`` is on (by default for depth >= 110, as the paper does)."""
     schedule = MultiStepLR(optimizer, cfg.lr, milestones, gamma=0.1)
     warmup = cfg.warmup if cfg.warmup is not None else cfg.depth >= 110
     if warmup:
@@ -141,11 +117,33 @@ def evaluate(model, x, y, mean, device, batch_size=500):
 
 # --------------------------------------------------------------------------- the run
 
+@dataclass
+class EpochTotals:
+    """Running totals of the current epoch's training batches."""
+
+    loss_sum: float = 0.0   # sum of the per-image losses
+    errors: int = 0         # misclassified images
+    images: int = 0
+
+    def add(self, mean_loss, errors, images):
+        self.loss_sum += mean_loss * images
+        self.errors += errors
+        self.images += images
+
+    @property
+    def loss(self):
+        return self.loss_sum / self.images
+
+    @property
+    def error(self):
+        return self.errors / self.images
+
+
 class Trainer:
     """One training run: model, optimiser, schedule, data, and where it stands."""
 
     def __init__(self, cfg, log=print):
-        self.cfg, self.log = cfg, log
+        self.cfg, self.log = cfg.validate(), log
         cfg.device = check_device(cfg.device)
         self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
         self.mean = datasets.per_pixel_mean(self.x_train)
@@ -156,11 +154,9 @@ class Trainer:
         self.optimizer = SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                              weight_decay=cfg.weight_decay)
         self.total, self.milestones = plan(cfg, len(self.loader))
-        self.schedule = make_schedule(cfg, self.optimizer, self.total, self.milestones)
+        self.schedule = make_schedule(cfg, self.optimizer, self.milestones)
         self.graph_step = None
         if cfg.cuda_graph:
-            if cfg.device != "gpu":
-                raise ValueError("--cuda-graph needs --device gpu (CUDA graphs replay GPU kernels)")
             from .cuda_graph import CUDAGraphStep  # imports CuPy: only when asked for
             self.graph_step = CUDAGraphStep(self.model, self.optimizer)
         # Where the run stands; everything here goes into the checkpoint.
@@ -168,15 +164,17 @@ class Trainer:
         self.iteration = 0          # iterations completed
         self.batch_in_epoch = 0     # batches of the current epoch already done (non-zero after Ctrl-C)
         self.epoch_rng = self.loader.state_dict()   # the data RNG at the start of the current epoch
-        self.sums = [0.0, 0.0, 0]   # running loss sum, error count, images of the current epoch
+        self.totals = EpochTotals()
         self.best_err = math.inf
         self.stop_requested = False
 
     # ---- checkpoints
     def meta(self):
+        t = self.totals
         return {"config": asdict(self.cfg), "epoch": self.epoch, "iteration": self.iteration,
                 "batch_in_epoch": self.batch_in_epoch, "epoch_rng": self.epoch_rng["rng"],
-                "sums": list(self.sums), "best_err": self.best_err if math.isfinite(self.best_err) else None}
+                "sums": [t.loss_sum, t.errors, t.images], "pixel_mean": self.mean,
+                "best_err": self.best_err if math.isfinite(self.best_err) else None}
 
     def save(self, name):
         path = os.path.join(self.cfg.out, name)
@@ -187,19 +185,16 @@ class Trainer:
         meta = ckpt["meta"]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if isinstance(self.schedule, WarmupUntil):
-            # The lr drops follow this call's budget (it may have grown); only where the
-            # warm-up ended comes from the checkpoint. Otherwise the lr is a pure function
-            # of the iteration and needs no state at all.
-            self.schedule.load_state_dict({**ckpt["schedule"], "schedule": self.schedule.schedule.state_dict()})
+        self.schedule.resume_from(ckpt["schedule"])  # the budget of this call keeps its lr drops
         self.epoch, self.iteration, self.batch_in_epoch = meta["epoch"], meta["iteration"], meta["batch_in_epoch"]
         self.epoch_rng = {"rng": meta["epoch_rng"]}
-        self.sums = [meta["sums"][0], meta["sums"][1], int(meta["sums"][2])]
+        loss_sum, errors, images = meta["sums"]
+        self.totals = EpochTotals(loss_sum, int(errors), int(images))
         self.best_err = meta["best_err"] if meta["best_err"] is not None else math.inf
 
     # ---- one epoch
     def train_epoch(self, bar_factory):
-        cfg, model, opt = self.cfg, self.model, self.optimizer
+        model, opt, totals = self.model, self.optimizer, self.totals
         self.loader.load_state_dict(self.epoch_rng)
         batches = self.loader.epoch(start_batch=self.batch_in_epoch)
         n_batches = min(len(self.loader) - self.batch_in_epoch, self.total - self.iteration)
@@ -225,18 +220,14 @@ class Trainer:
                 loss.backward()
                 opt.step()
                 errors = int((logits.data.argmax(axis=1) != yb).sum())
-            self.sums[0] += loss_value * len(yb)
-            self.sums[1] += errors
-            self.sums[2] += len(yb)
+            totals.add(loss_value, errors, len(yb))
             self.iteration += 1
             self.batch_in_epoch += 1
             seen += len(yb)
-            if isinstance(self.schedule, WarmupUntil):
-                self.schedule.observe_train_error(self.sums[1] / self.sums[2], self.iteration - 1)
+            self.schedule.observe(totals.error)  # the warm-up ends on the running training error
             if bar is not None:
                 rate = seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{self.sums[0] / self.sums[2]:.3f}",
-                                err=f"{100 * self.sums[1] / self.sums[2]:.1f}%", img_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{totals.loss:.3f}", err=f"{100 * totals.error:.1f}%", img_s=f"{rate:.0f}")
                 bar.update(1)
         if bar is not None:
             bar.close()
@@ -258,7 +249,7 @@ class Trainer:
         complete = self.batch_in_epoch >= len(self.loader)
         row = {"epoch": self.epoch + 1, "iteration": self.iteration,
                "lr": self.optimizer.param_groups[0]["lr"],
-               "train_loss": self.sums[0] / self.sums[2], "train_err": self.sums[1] / self.sums[2],
+               "train_loss": self.totals.loss, "train_err": self.totals.error,
                "val_loss": None, "val_err": None}
         if self.x_val is not None:
             row["val_loss"], row["val_err"] = evaluate(self.model, self.x_val, self.y_val, self.mean,
@@ -268,7 +259,7 @@ class Trainer:
         row["epoch_time_s"], row["img_per_s"] = elapsed, seen / max(elapsed, 1e-9)
         if complete:
             self.epoch += 1
-            self.batch_in_epoch, self.sums = 0, [0.0, 0.0, 0]
+            self.batch_in_epoch, self.totals = 0, EpochTotals()
             self.epoch_rng = self.loader.state_dict()  # the loader's rng is now at the next epoch's start
         selection = row["val_err"] if row["val_err"] is not None else row["test_err"]
         self.save("last.npz")
@@ -319,95 +310,7 @@ def _progress_bar(total, desc):
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, unit="batch")
 
 
-def format_row(row, total):
-    val = f"  val err {100 * row['val_err']:.2f}%" if row["val_err"] is not None else ""
-    return (f"epoch {row['epoch']:3d}  iter {row['iteration']:6d}/{total}  lr {row['lr']:.4g}  "
-            f"train loss {row['train_loss']:.4f} err {100 * row['train_err']:.2f}%{val}  "
-            f"test loss {row['test_loss']:.4f} err {100 * row['test_err']:.2f}%  "
-            f"{row['epoch_time_s']:.1f}s  {row['img_per_s']:.0f} img/s")
-
-
-# --------------------------------------------------------------------------- metrics files
-
-def append_metrics(out, row):
-    """Append one epoch to metrics.csv and metrics.jsonl."""
-    csv_path = os.path.join(out, "metrics.csv")
-    new = not os.path.exists(csv_path)
-    with open(csv_path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def read_metrics(out):
-    """The per-epoch rows of a run directory (from metrics.jsonl)."""
-    path = os.path.join(out, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def truncate_metrics(out, epochs):
-    """Keep the first ``epochs`` rows (a resumed run rewrites what came after its checkpoint)."""
-    rows = [r for r in read_metrics(out) if r["epoch"] <= epochs]
-    for name in ("metrics.csv", "metrics.jsonl"):
-        path = os.path.join(out, name)
-        if os.path.exists(path):
-            os.remove(path)
-    for row in rows:
-        append_metrics(out, row)
-
-
-def plot_curves(rows, path, title):
-    """Training error (dashed) and test error (bold) against iterations, as in the paper's figures."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
-
-    its = [r["iteration"] for r in rows]
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(its, [100 * r["train_err"] for r in rows], "--", color="C0", label="training error")
-    ax.plot(its, [100 * r["test_err"] for r in rows], "-", color="C0", linewidth=2.5, label="test error")
-    if any(r.get("val_err") is not None for r in rows):
-        ax.plot(its, [100 * r["val_err"] for r in rows], ":", color="C1", label="validation error")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("error (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return fig
-
-
-def model_name(plain, depth):
-    """'plain-56' or 'ResNet-56', as the paper names its nets."""
-    return f"{'plain' if plain else 'ResNet'}-{depth}"
-
-
-def run_name(plain, depth):
-    """'plain56' or 'resnet56': the run directory's name (default ``--out`` is runs/<run_name>)."""
-    return f"{'plain' if plain else 'resnet'}{depth}"
-
-
-def build_model(cfg, device, seed=None):
-    """The CIFAR net that ``cfg`` describes, on ``device``."""
-    return cifar_resnet(cfg.depth, plain=cfg.plain, shortcut=cfg.shortcut, width=cfg.width, seed=seed).to(device)
-
-
-def load_model(path, device="cpu"):
-    """(model, config, checkpoint) from a checkpoint written by a training run."""
-    ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["meta"]["config"])
-    model = build_model(cfg, device)
-    model.load_state_dict(ckpt["model"])
-    return model, cfg, ckpt
-
-
-# --------------------------------------------------------------------------- entry points
+# --------------------------------------------------------------------------- entry point
 
 def train(cfg, resume=False, log=print):
     """Run (or resume) training for ``cfg``; returns a summary dict. The CLI and experiments call this."""
@@ -421,11 +324,8 @@ def train(cfg, resume=False, log=print):
         truncate_metrics(cfg.out, trainer.epoch)
         log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
     else:
-        for name in ("metrics.csv", "metrics.jsonl"):
-            if os.path.exists(os.path.join(cfg.out, name)):
-                os.remove(os.path.join(cfg.out, name))
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
+        clear_metrics(cfg.out)
+    write_config(cfg.out, cfg)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
         f"images, {len(trainer.loader)} batches/epoch, {trainer.total} iterations, lr {cfg.lr} "
@@ -445,106 +345,15 @@ def train(cfg, resume=False, log=print):
     return {"rows": rows, "final": final, "out": cfg.out, "trainer": trainer}
 
 
-def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m minires.train",
-        description="Train a CIFAR-10 ResNet (He et al. 2015) with the paper's recipe. Defaults are the "
-                    "paper's: ResNet-20, option A shortcuts, SGD momentum 0.9, weight decay 1e-4, batch 128, "
-                    "lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations.")
-    p.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 44, 56, 110, 1202 (default 20)")
-    p.add_argument("--plain", action="store_true", help="the plain twin, without shortcuts")
-    p.add_argument("--shortcut", choices=["A", "B", "C"], default="A", help="the paper's shortcut option (default A)")
-    p.add_argument("--width", type=int, default=16, help="filters of the first stage (default: the paper's 16)")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, default=None, help="budget in epochs (default: the paper's 64000 iterations)")
-    budget.add_argument("--iterations", type=int, default=None, help="budget in iterations")
-    p.add_argument("--milestones", type=float, nargs="+", default=None,
-                   help="lr divided by 10 at these epochs/iterations (same unit as the budget; "
-                        "default: at 1/2 and 3/4 of the run)")
-    p.add_argument("--batch-size", type=int, default=128, help="default 128")
-    p.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
-    p.add_argument("--momentum", type=float, default=0.9, help="default 0.9")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="default 1e-4")
-    p.add_argument("--warmup", choices=["auto", "on", "off"], default="auto",
-                   help="lr 0.01 until training error < 80%% (auto: on for depth >= 110, as the paper)")
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="default cpu")
-    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10",
-                   help="synthetic: 2000 generated images, no files needed (default cifar10)")
-    p.add_argument("--data-dir", default=None,
-                   help="CIFAR-10 archive or directory (default: $MINIRES_DATA_DIR or ~/.cache/minires; "
-                        "downloaded there when missing)")
-    p.add_argument("--val-split", type=float, default=0,
-                   help="hold out this many training images (or this fraction) for validation; "
-                        "the paper's is 5000 (default 0: none)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--out", default=None, help="run directory (default runs/resnet<depth> or runs/plain<depth>)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the weights, shuffling and augmentation (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="GPU only: capture each training step once as a CUDA graph and replay it")
-    return p
+def __getattr__(name):
+    """The command line's names (``main``, ``build_parser``, ...) as they were before they moved
+    to ``minires.cli``, which builds on this module and so cannot be imported at its top."""
+    if name in ("main", "build_parser", "config_from_args", "eval_only"):
+        from . import cli
+        return getattr(cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def config_from_args(args):
-    warmup = {"auto": None, "on": True, "off": False}[args.warmup]
-    return TrainConfig(depth=args.depth, plain=args.plain, shortcut=args.shortcut, width=args.width,
-                       epochs=args.epochs,
-                       iterations=args.iterations, milestones=args.milestones, batch_size=args.batch_size,
-                       lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, warmup=warmup,
-                       device=args.device, dataset=args.dataset, data_dir=args.data_dir,
-                       val_split=args.val_split, train_limit=args.train_limit, out=args.out, seed=args.seed,
-                       progress=not args.no_progress, cuda_graph=args.cuda_graph)
-
-
-def config_from_dict(d):
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in names})
-
-
-def eval_only(path, args):
-    model, cfg, ckpt = load_model(path, args.device)
-    if args.data_dir is not None:
-        cfg.data_dir = args.data_dir
-    x_train, _, _, _, x_test, y_test = load_data(cfg)
-    loss, err = evaluate(model, x_test, y_test, datasets.per_pixel_mean(x_train), args.device)
-    print(f"{model_name(cfg.plain, cfg.depth)} from {path} (epoch {ckpt['meta']['epoch']}, iteration {ckpt['meta']['iteration']}): "
-          f"test loss {loss:.4f}, test error {100 * err:.2f}% on {len(x_test)} images")
-    return err
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    try:
-        if args.eval_only:
-            eval_only(args.eval_only, args)
-            return 0
-        cfg = config_from_args(args)
-        if args.resume:
-            out = cfg.out or os.path.join("runs", run_name(cfg.plain, cfg.depth))
-            saved = load_checkpoint(os.path.join(out, "last.npz"))["meta"]["config"]
-            resumed = config_from_dict(saved)
-            # Continue the same run: only the budget (and the lr drops, if given again) may change.
-            for name in ("epochs", "iterations", "milestones"):
-                if getattr(cfg, name) is not None:
-                    setattr(resumed, name, getattr(cfg, name))
-            if cfg.epochs is not None:
-                resumed.iterations = None
-            if cfg.iterations is not None:
-                resumed.epochs = None
-            resumed.out, resumed.progress, resumed.device = out, cfg.progress, cfg.device
-            cfg = resumed
-        train(cfg, resume=args.resume)
-    except KeyboardInterrupt:
-        return 130
-    except NonFiniteLoss:
-        return 3
-    except (FileNotFoundError, ValueError, RuntimeError, datasets.DownloadError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m minires.train
+    from minires.cli import main
     sys.exit(main())

@@ -117,7 +117,7 @@ def test_class_names_match_batches_meta():
 
 @needs_sample
 def test_find_or_download_finds_sample_without_downloading(monkeypatch):
-    monkeypatch.setattr(data, "download_cifar10", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(data.cifar10, "download_cifar10", lambda *a, **k: pytest.fail("downloaded"))
     assert data.find_or_download_cifar10(SAMPLE_DIR) == SAMPLE_ARCHIVE
     assert data.find_or_download_cifar10(SAMPLE_ARCHIVE) == SAMPLE_ARCHIVE
 
@@ -296,12 +296,12 @@ def test_find_or_download_downloads_once_into_cache(tiny_archive, tmp_path, monk
     src, _ = tiny_archive
     cache = tmp_path / "cache"
     monkeypatch.setenv("MINIRES_DATA_DIR", str(cache))
-    monkeypatch.setattr(data, "CIFAR10_URL", src.as_uri())
-    monkeypatch.setattr(data, "CIFAR10_MD5", md5_of(src))
+    monkeypatch.setattr(data.cifar10, "CIFAR10_URL", src.as_uri())
+    monkeypatch.setattr(data.cifar10, "CIFAR10_MD5", md5_of(src))
     path = data.find_or_download_cifar10(progress=False)
     assert path == cache / data.CIFAR10_FILENAME and md5_of(path) == md5_of(src)
     assert data.load_cifar10(path)[0].shape == (30, 3, 32, 32)
-    monkeypatch.setattr(data, "CIFAR10_URL", "file:///nonexistent/never-fetched.tar.gz")
+    monkeypatch.setattr(data.cifar10, "CIFAR10_URL", "file:///nonexistent/never-fetched.tar.gz")
     assert data.find_or_download_cifar10(progress=False) == path  # found, not refetched
 
 

@@ -378,3 +378,89 @@ def test_synchronize_is_a_no_op_on_the_cpu():
     assert synchronize("cpu") is None
     with pytest.raises(ValueError, match="device must be 'cpu' or 'gpu'"):
         synchronize("tpu")
+
+
+# ------------------------------------------------------------------- the contract with the ops
+def test_needs_input_grad_is_set_once_by_the_engine(device):
+    seen = []
+
+    class Spy(Function):
+        def forward(self, a, b, c):
+            seen.append(self.needs_input_grad)
+            return a * b
+
+        def backward(self, gy):
+            return gy, None, None
+
+    a = tensor(np.ones(3), device, requires_grad=True)
+    b = tensor(np.ones(3), device)
+    Spy()(a, b, None)
+    with no_grad():
+        Spy()(a, b, None)
+    assert seen == [(True, False, False), (False, False, False)]
+
+
+@pytest.mark.parametrize("wants", [(True, False, False), (False, True, False), (False, False, True),
+                                   (True, True, True)])
+def test_linear_computes_only_the_gradients_asked_for(wants):
+    x, w, b = (Tensor(np.random.default_rng(i).standard_normal(s), requires_grad=r)
+               for i, (s, r) in enumerate(zip([(4, 3), (2, 3), (2,)], wants)))
+    y = F.linear(x, w, b)
+    grads = y.grad_fn.backward(np.ones((4, 2)))
+    assert tuple(g is not None for g in grads) == wants
+
+
+@pytest.mark.parametrize("op", [F.add, F.sub, F.mul, F.div, F.pow, F.matmul])
+def test_binary_ops_compute_only_the_gradients_asked_for(op):
+    a = Tensor(np.random.default_rng(0).uniform(1, 2, (2, 2)), requires_grad=True)
+    b = Tensor(np.random.default_rng(1).uniform(1, 2, (2, 2)))
+    grads = op(a, b).grad_fn.backward(np.ones((2, 2)))
+    assert grads[0] is not None and grads[1] is None
+
+
+def test_the_engine_prefers_forward_gpu_only_on_gpu_data(device):
+    calls = []
+
+    class Op(Function):
+        def forward(self, x):
+            calls.append("forward")
+            return x * 2
+
+        def forward_gpu(self, x):
+            calls.append("forward_gpu")
+            return x * 2
+
+        def backward(self, gy):
+            calls.append("backward")
+            return gy * 2
+
+        def backward_gpu(self, gy):
+            calls.append("backward_gpu")
+            return gy * 2
+
+    x = tensor(np.ones(2), device, requires_grad=True)
+    Op()(x).backward(_grad_of(device, (2,)))
+    assert calls == (["forward", "backward"] if device == "cpu" else ["forward_gpu", "backward_gpu"])
+
+
+def test_the_engine_does_not_import_the_ops():
+    """The layering of minires/__init__.py: engine below ops. The Tensor operators are attached
+    afterwards (functional.setup_tensor_methods), so there is no engine <-> functional loop."""
+    import ast
+    import inspect
+
+    import minires.engine
+    tree = ast.parse(inspect.getsource(minires.engine))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    assert not any(m and ("functional" in m or "ops" in m) for m in imported), imported
+    x = Tensor(np.ones((2, 3)))
+    assert isinstance(x + 1, Tensor) and (2 * x).sum().item() == 12 and x.T.shape == (3, 2)
+
+
+def test_import_minires_gives_the_torch_like_namespaces():
+    import subprocess
+    import sys
+    code = ("import minires; minires.optim.SGD; minires.optim.MultiStepLR; minires.data.Loader; "
+            "minires.data.synthetic_cifar; minires.nn.Conv2d; minires.functional.conv2d; print('ok')")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"

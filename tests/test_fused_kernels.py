@@ -2,9 +2,9 @@
 against independent float64 references, at sizes larger than the hypothesis tests draw.
 
 Every test takes the ``device`` fixture: on 'cpu' it checks the NumPy code, on 'gpu' the CuPy
-``ElementwiseKernel``/``ReductionKernel`` paths that replace it (``minires/ops/norm.py``,
-``minires/ops/elementwise.py``, ``minires/optim.py``). The SGD test also compares the GPU with
-the CPU step by step.
+``ElementwiseKernel`` paths that replace it (all in ``minires/gpu_kernels.py``, taken through the
+ops' ``forward_gpu``/``backward_gpu`` and ``SGD._update_gpu``). The SGD test also compares the
+GPU with the CPU step by step.
 """
 import numpy as np
 import pytest
@@ -212,3 +212,25 @@ def test_sgd_on_a_model_with_tensor_parameters(device):
     opt.step()
     d = 2 * w0.astype(np.float64) + 0.1 * w0  # first step: b = d, nesterov: d + 0.9 b
     np.testing.assert_allclose(w.numpy(), w0 - 0.5 * (d + 0.9 * d), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the rule
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a CUDA device")
+def test_gpu_data_takes_the_fused_kernels(monkeypatch):
+    """The engine's rule (forward_gpu/backward_gpu on CuPy data) really reaches every kernel
+    above: a training step of BN + ReLU and an SGD step each call their fused path once."""
+    from minires import gpu_kernels
+
+    calls = []
+    for name in ("batch_norm_forward", "batch_norm_backward", "relu_backward", "sgd_kernels"):
+        original = getattr(gpu_kernels, name)
+        monkeypatch.setattr(gpu_kernels, name, lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    rng = rng_for(3)
+    x = Tensor(to_device(rng.standard_normal((4, 3, 5, 5)).astype(np.float32), "gpu"), requires_grad=True)
+    w = Tensor(to_device(np.ones(3, np.float32), "gpu"), requires_grad=True)
+    y = F.relu(F.batch_norm(x, None, None, w, None, training=True))
+    y.backward(to_device(rng.standard_normal((4, 3, 5, 5)).astype(np.float32), "gpu"))
+    SGD([w], lr=0.1, momentum=0.9).step()
+    assert sorted(calls) == ["batch_norm_backward", "batch_norm_forward", "relu_backward", "sgd_kernels"]

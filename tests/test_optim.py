@@ -1,4 +1,4 @@
-"""Tests of minires.optim: SGD (against steps worked out by hand), checkpoints, schedules.
+"""Tests of minires.optim: SGD (against steps worked out by hand), its state dicts, schedules.
 
 The hand-worked examples use dyadic numbers (0.5, 0.25, ...), so float32 arithmetic is exact
 and the results can be compared with assert_array_equal.
@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 
 from minires.backend import gpu_available
-from minires.optim import (
-    SGD,
-    MultiStepLR,
-    WarmupUntil,
-    flatten_state,
-    paper_schedule,
-    unflatten_state,
-)
+from minires.checkpoint import flatten_state, unflatten_state
+from minires.optim import SGD, MultiStepLR, WarmupUntil, paper_schedule
 
 
 class Param:
@@ -589,3 +583,28 @@ def test_matches_torch():
             ours.step()
             theirs.step()
         np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-5, atol=1e-5, err_msg=str(hyper))
+
+
+# ----------------------------------------------------------------------------- the loop's hooks
+
+def test_observe_is_a_no_op_except_for_the_warm_up():
+    plain = MultiStepLR(None, 0.1, [10])
+    plain.observe(0.0)
+    assert plain.lr_at(11) == pytest.approx(0.01)
+    warm = WarmupUntil(MultiStepLR(None, 0.1, [10]))
+    warm.step(3)
+    warm.observe(0.9)                      # above the 80 % threshold: still warming up
+    assert warm.lr_at(5) == 0.01 and not warm.warmup_done
+    warm.observe(0.7)                      # below it: the warm-up ends after iteration 3
+    assert warm.warmup_end_iteration == 3 and warm.lr_at(4) == 0.1
+
+
+def test_resume_from_keeps_the_new_budget_and_the_saved_warm_up_end():
+    saved = WarmupUntil(MultiStepLR(None, 0.1, [10]))
+    saved.observe_train_error(0.5, iteration=2)
+    plain = MultiStepLR(None, 0.1, [40])   # a longer resumed run: its own milestones
+    plain.resume_from(MultiStepLR(None, 0.1, [10]).state_dict())
+    assert plain.milestones == [40]
+    warm = WarmupUntil(MultiStepLR(None, 0.1, [40]))
+    warm.resume_from(saved.state_dict())
+    assert warm.warmup_end_iteration == 2 and warm.schedule.milestones == [40]

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -136,7 +137,9 @@ def test_cli_reports_nan_with_exit_code(tmp_path, capsys):
 
 
 def test_bad_options_give_clear_errors(tmp_path, capsys):
-    assert run_cli("--dataset", "synthetic", "--depth", "21", "--iterations", "1", "--out", str(tmp_path)) == 2
+    with pytest.raises(SystemExit) as exit_info:  # a bad value: argparse usage message, exit code 2
+        run_cli("--dataset", "synthetic", "--depth", "21", "--iterations", "1", "--out", str(tmp_path))
+    assert exit_info.value.code == 2
     assert "6n+2" in capsys.readouterr().err
     assert T.main(["--resume", "--out", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -156,5 +159,96 @@ def test_plan_budgets_and_milestones():
 def test_warmup_is_on_for_resnet110_only():
     from minires.optim import WarmupUntil
     opt = None  # schedules work without an optimiser (lr_at only)
-    assert isinstance(T.make_schedule(T.TrainConfig(depth=110), opt, 100, [50]), WarmupUntil)
-    assert not isinstance(T.make_schedule(T.TrainConfig(depth=56), opt, 100, [50]), WarmupUntil)
+    assert isinstance(T.make_schedule(T.TrainConfig(depth=110), opt, [50]), WarmupUntil)
+    assert not isinstance(T.make_schedule(T.TrainConfig(depth=56), opt, [50]), WarmupUntil)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+def test_val_split_holds_out_images_and_reports_validation_error(tmp_path):
+    # README: `--val-split 5000`; this once died with "too many values to unpack".
+    out = tmp_path / "run"
+    assert run_cli("--dataset", "synthetic", "--val-split", "64", "--iterations", "6", "--out", str(out)) == 0
+    row = T.read_metrics(out)[-1]
+    assert row["val_err"] is not None and 0 <= row["val_err"] <= 1
+    meta = load_checkpoint(out / "last.npz")["meta"]
+    assert (meta["epoch"], meta["iteration"]) == (1, 6)  # 256 - 64 = 192 images: 6 batches of 32
+    trainer = T.Trainer(T.TrainConfig(dataset="synthetic", train_limit=256, val_split=0.25, depth=8, width=4))
+    assert (len(trainer.x_train), len(trainer.x_val)) == (192, 64)
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--batch-size", "0", "batch_size must be an integer >= 1"),
+    ("--eval-batch-size", "-5", "eval_batch_size must be an integer >= 1"),
+    ("--width", "0", "width must be an integer >= 1"),
+    ("--iterations", "0", "iterations must be an integer >= 1"),
+    ("--epochs", "-1", "epochs must be an integer >= 1"),
+    ("--train-limit", "0", "train_limit must be an integer >= 1"),
+    ("--lr", "-0.1", "invalid lr=-0.1"),
+    ("--momentum", "nan", "momentum must be finite"),
+    ("--val-split", "2.5", "val_split is a number of images"),
+    ("--milestones", "-3", "invalid each milestone=-3.0"),
+    ("--depth", "21", "6n+2"),
+    ("--batch-size", "x", "invalid int value"),
+])
+def test_bad_values_give_a_usage_error_not_a_traceback(option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        T.main(["--dataset", "synthetic", option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m minires.train" in err and message in err and "Traceback" not in err
+
+
+def test_every_option_is_generated_from_the_config_with_its_default():
+    from dataclasses import fields
+
+    from minires.cli import build_parser, config_from_args
+    parser = build_parser()
+    assert config_from_args(parser.parse_args([])) == T.TrainConfig()
+    flags = {a.dest for a in parser._actions}
+    assert {f.name for f in fields(T.TrainConfig)} <= flags
+    cfg = config_from_args(parser.parse_args(["--warmup", "on", "--no-progress", "--plain", "--milestones", "2", "3"]))
+    assert (cfg.warmup, cfg.progress, cfg.plain, cfg.milestones) == (True, False, True, [2.0, 3.0])
+
+
+def test_degradation_reuses_the_training_defaults():
+    from minires.experiments import degradation
+    args = degradation.build_parser().parse_args([])
+    default = T.TrainConfig()
+    for name in ("batch_size", "width", "train_limit", "dataset", "data_dir", "cuda_graph"):
+        assert getattr(args, name) == getattr(default, name), name
+    # The preset decides the device, warm-up and seeds unless they are given.
+    assert args.device is None and args.warmup is None and args.seeds is None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "run_before_restructure"
+
+
+def test_checkpoint_carries_the_pixel_mean_and_eval_only_uses_it(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert run_cli("--dataset", "synthetic", "--iterations", "2", "--out", str(out)) == 0
+    meta = load_checkpoint(out / "last.npz")["meta"]
+    x_train = T.load_data(T.config_from_dict(meta["config"]))[0]
+    np.testing.assert_array_equal(meta["pixel_mean"], T.datasets.per_pixel_mean(x_train))
+    # --eval-only no longer recomputes the mean from the training set.
+    monkeypatch.setattr(T.datasets, "per_pixel_mean", lambda x: pytest.fail("recomputed the pixel mean"))
+    assert T.main(["--eval-only", str(out / "last.npz")]) == 0
+    assert "test error" in capsys.readouterr().out
+
+
+def test_a_checkpoint_from_before_the_restructuring_resumes_and_evaluates(tmp_path, capsys):
+    # tests/fixtures/run_before_restructure: written by the code before this layout (commit
+    # 25dd115): python -m minires.train --dataset synthetic --depth 8 --width 4 --batch-size 32
+    #     --train-limit 64 --iterations 2 --no-progress --out run
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    assert "pixel_mean" not in load_checkpoint(run / "last.npz")["meta"]
+    assert T.main(["--eval-only", str(run / "last.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "predates the stored pixel mean" in out and "test error 90.00%" in out  # as it reported then
+    assert T.main(["--out", str(run), "--resume", "--iterations", "4", "--no-progress"]) == 0
+    rows = T.read_metrics(run)
+    assert [r["iteration"] for r in rows] == [2, 4]
+    assert "pixel_mean" in load_checkpoint(run / "last.npz")["meta"]

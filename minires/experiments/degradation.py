@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import train as T
 from ..checkpoint import load_checkpoint
+from ..cli import add_config_options
 
 # A net "trained" when its final training error is below this (chance on 10 classes is 90 %).
 TRAINED_BELOW = 0.85
@@ -87,7 +88,7 @@ def run_configs(args):
                                     device=args.device, seed=seed, batch_size=args.batch_size,
                                     width=args.width, train_limit=args.train_limit, warmup=args.warmup,
                                     epochs=args.epochs, iterations=args.iterations, milestones=args.milestones,
-                                    out=run_dir(args.out, plain, depth, seed),
+                                    cuda_graph=args.cuda_graph, out=run_dir(args.out, plain, depth, seed),
                                     progress=not args.no_progress and args.jobs == 1)
                 configs.append(cfg)
     return configs
@@ -478,14 +479,12 @@ def build_parser():
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="N: seeds 0..N-1; several numbers: those seeds (default: the preset's)")
     p.add_argument("--epochs", type=int, default=None, help="override the preset's budget, in epochs")
+    # The preset decides these two unless given (so their defaults are not TrainConfig's).
     p.add_argument("--warmup", choices=["auto", "on", "off"], default=None,
                    help="lr 0.01 until training error < 80%% (default: the preset's; auto: depth >= 110)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--width", type=int, default=16, help="filters of the first stage (the paper's 16)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--dataset", choices=["cifar10", "synthetic"], default="cifar10")
-    p.add_argument("--data-dir", default=None, help="CIFAR-10 archive or directory (e.g. ../shared/data/cifar-10-sample)")
     p.add_argument("--device", choices=["cpu", "gpu"], default=None, help="default: the preset's")
+    # The other training options, with the defaults of minires.train (TrainConfig).
+    add_config_options(p, ("batch_size", "width", "train_limit", "dataset", "data_dir", "cuda_graph"))
     p.add_argument("--out", default="runs/degradation")
     p.add_argument("--jobs", type=int, default=None,
                    help="train this many runs at once, one BLAS thread each (default: 2 on a CPU with "

@@ -26,7 +26,7 @@ from .. import data as datasets
 from ..backend import to_numpy
 from ..engine import Tensor, no_grad
 from ..nn import BatchNorm2d, Conv2d
-from ..train import load_data, load_model, model_name, read_metrics
+from ..train import load_data, load_model, model_name, pixel_mean_of, read_metrics
 
 
 def response_layers(model):
@@ -217,7 +217,7 @@ def main(argv=None):
     results, left_out, cache = [], [], {}
     for run in args.runs:
         final_err = _final_train_err(run)
-        model, cfg, _ = load_model(os.path.join(run, "last.npz"), args.device)  # the end of training
+        model, cfg, ckpt = load_model(os.path.join(run, "last.npz"), args.device)  # the end of training
         name = f"{model_name(cfg.plain, cfg.depth)} seed {cfg.seed}"
         if final_err is not None and final_err >= args.trained_below:
             left_out.append(f"{name} ({100 * final_err:.1f} %)")
@@ -225,11 +225,10 @@ def main(argv=None):
             continue
         if args.data_dir:
             cfg.data_dir = args.data_dir
-        key = (cfg.dataset, cfg.data_dir, cfg.train_limit, cfg.val_split, cfg.seed if cfg.dataset == "synthetic" else 0)
+        key = (cfg.dataset, cfg.data_dir, cfg.seed)  # the test images depend on these only
         if key not in cache:
-            x_train, _, _, _, x_test, _ = load_data(cfg)
-            cache[key] = (datasets.per_pixel_mean(x_train), x_test[:args.images])
-        mean, x_test = cache[key]
+            cache[key] = load_data(cfg)[4][:args.images]
+        mean, x_test = pixel_mean_of(ckpt, cfg), cache[key]
         names, stds = layer_response_stds(model, x_test, mean, args.device)
         results.append({"run": run, "label": model_name(cfg.plain, cfg.depth), "depth": cfg.depth, "plain": cfg.plain,
                         "seed": cfg.seed, "final_train_err": final_err,

@@ -33,9 +33,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import nn
+from .._checks import SHORTCUT_OPTIONS, as_generator, shortcut_option
 from ..nn import init
-
-SHORTCUT_OPTIONS = ("A", "B", "C")
 
 
 def conv3x3(in_channels, out_channels, stride=1, generator=None):
@@ -83,8 +82,7 @@ def projection(in_channels, out_channels, stride=1, generator=None):
 
 def make_shortcut(option, in_channels, out_channels, stride, generator=None):
     """The shortcut module for option 'A', 'B' or 'C', or None for a plain identity."""
-    if option not in SHORTCUT_OPTIONS:
-        raise ValueError(f"shortcut must be one of 'A', 'B', 'C' (the paper's options), got {option!r}")
+    shortcut_option("make_shortcut", option)
     same_shape = stride == 1 and in_channels == out_channels
     if option == "C":
         return projection(in_channels, out_channels, stride, generator)
@@ -113,8 +111,7 @@ class _Block(nn.Module):
         self.shortcut_option = shortcut
         # Stochastic depth's coin flips need their own reproducible generator.
         self.generator = generator if generator is not None else init.default_generator()
-        if shortcut not in SHORTCUT_OPTIONS:  # checked for plain blocks too: a typo is a typo
-            raise ValueError(f"{type(self).__name__}: shortcut must be one of 'A', 'B', 'C', got {shortcut!r}")
+        shortcut_option(type(self).__name__, shortcut)  # checked for plain blocks too: a typo is a typo
 
     def _make_downsample(self, generator):
         # Registered as ``downsample`` (torchvision's name) so state-dict keys match torchvision's.
@@ -311,12 +308,3 @@ def he_init_(module, mode="fan_in", generator=None):
             init.ones_(m.weight)
             init.zeros_(m.bias)
     return module
-
-
-def as_generator(seed):
-    """``seed`` (None, an int, or a numpy Generator) as a numpy Generator."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {seed!r}")
-    return np.random.default_rng(seed)

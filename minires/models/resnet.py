@@ -20,13 +20,8 @@ Attribute names (``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``; inside bloc
 import numpy as np
 
 from .. import nn
-from .blocks import BLOCKS, SHORTCUT_OPTIONS, as_generator, conv3x3, he_init_
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"ResNet: {name} must be a positive integer, got {value!r}")
-    return int(value)
+from .._checks import as_generator, check_int, shortcut_option
+from .blocks import BLOCKS, conv3x3, he_init_
 
 
 class ResNet(nn.Module):
@@ -59,17 +54,16 @@ class ResNet(nn.Module):
         layers, widths = tuple(layers), tuple(widths)
         if not layers or len(layers) != len(widths):
             raise ValueError(f"ResNet: layers {layers} and widths {widths} must be non-empty and of the same length")
-        layers = tuple(_check_positive_int("each entry of layers", n) for n in layers)
-        widths = tuple(_check_positive_int("each entry of widths", w) for w in widths)
+        layers = tuple(check_int("ResNet", "each entry of layers", n, minimum=1) for n in layers)
+        widths = tuple(check_int("ResNet", "each entry of widths", w, minimum=1) for w in widths)
         if stem not in ("cifar", "imagenet"):
             raise ValueError(f"ResNet: stem must be 'cifar' or 'imagenet', got {stem!r}")
-        if shortcut not in SHORTCUT_OPTIONS:
-            raise ValueError(f"ResNet: shortcut must be one of 'A', 'B', 'C' (the paper's options), got {shortcut!r}")
+        shortcut_option("ResNet", shortcut)
         if not 0.0 <= stochastic_depth < 1.0:
             raise ValueError(f"ResNet: stochastic_depth (drop probability of the last block) must be in [0, 1), "
                              f"got {stochastic_depth}")
-        num_classes = _check_positive_int("num_classes", num_classes)
-        in_channels = _check_positive_int("in_channels", in_channels)
+        num_classes = check_int("ResNet", "num_classes", num_classes, minimum=1)
+        in_channels = check_int("ResNet", "in_channels", in_channels, minimum=1)
         if init_mode not in ("fan_in", "fan_out"):
             raise ValueError(f"ResNet: init_mode must be 'fan_in' or 'fan_out', got {init_mode!r}")
         if plain and (stochastic_depth or zero_init_residual):

@@ -13,15 +13,10 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..ops.conv import _pair, conv_output_size
+from .._checks import batch_norm_settings, check_int, pair
+from ..ops.conv import conv_output_size
 from . import init
 from .module import Module, Parameter
-
-
-def _check_int(layer, name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _weight_and_bias(module, weight_shape, bias, generator):
@@ -57,11 +52,11 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, generator=None):
         super().__init__()
-        self.in_channels = _check_int("Conv2d", "in_channels", in_channels)
-        self.out_channels = _check_int("Conv2d", "out_channels", out_channels)
-        self.kernel_size = _pair("Conv2d", "kernel_size", kernel_size, 1)
-        self.stride = _pair("Conv2d", "stride", stride, 1)
-        self.padding = _pair("Conv2d", "padding", padding, 0)
+        self.in_channels = check_int("Conv2d", "in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("Conv2d", "out_channels", out_channels, minimum=1)
+        self.kernel_size = pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.stride = pair("Conv2d", "stride", stride, 1)
+        self.padding = pair("Conv2d", "padding", padding, 0)
         _weight_and_bias(self, (self.out_channels, self.in_channels) + self.kernel_size, bias, generator)
 
     def reset_parameters(self, generator=None):
@@ -101,8 +96,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, generator=None):
         super().__init__()
-        self.in_features = _check_int("Linear", "in_features", in_features)
-        self.out_features = _check_int("Linear", "out_features", out_features)
+        self.in_features = check_int("Linear", "in_features", in_features, minimum=1)
+        self.out_features = check_int("Linear", "out_features", out_features, minimum=1)
         _weight_and_bias(self, (self.out_features, self.in_features), bias, generator)
 
     def reset_parameters(self, generator=None):
@@ -135,12 +130,8 @@ class BatchNorm2d(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__()
-        self.num_features = _check_int("BatchNorm2d", "num_features", num_features)
-        if not eps > 0:
-            raise ValueError(f"BatchNorm2d: eps must be > 0, got {eps}")
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"BatchNorm2d: momentum must be in [0, 1], got {momentum}")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.num_features = check_int("BatchNorm2d", "num_features", num_features, minimum=1)
+        self.eps, self.momentum = batch_norm_settings("BatchNorm2d", eps, momentum)
         self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         c = self.num_features
         if affine:
@@ -214,9 +205,9 @@ class _Pool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
-        self._kernel = _pair(name, "kernel_size", kernel_size, 1)
-        self._stride = _pair(name, "stride", self.stride, 1)
-        self._padding = _pair(name, "padding", padding, 0)
+        self._kernel = pair(name, "kernel_size", kernel_size, 1)
+        self._stride = pair(name, "stride", self.stride, 1)
+        self._padding = pair(name, "padding", padding, 0)
 
     def forward(self, x):
         return self._function(x, self.kernel_size, self.stride, self.padding)

@@ -147,7 +147,7 @@ class Conv2d(Function):
         o = weight.shape[0]
         w2 = weight.reshape(o, -1)
         gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # a view when gy is channel-major, else one copy
-        needs = [t is not None and t.requires_grad for t in self.inputs]
+        needs = self.needs_input_grad
         gx = xp.empty((c, n, h, w), dtype=x.dtype) if needs[0] else None  # channel-major, like x
         gw_t = xp.zeros_like(w2.T) if needs[1] else None  # dW^T (C*kh*kw, O)
         for images, columns in batch_chunks(x, c * kh * kw, oh * ow):

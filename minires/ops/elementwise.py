@@ -5,10 +5,9 @@ broadcast: an input of shape (C, 1, 1) added to an (N, C, H, W) tensor received 
 same value at N*H*W places, so its gradient is the upstream gradient summed over them
 (``unbroadcast``).
 """
-import functools
-
 import numpy as np
 
+from .. import gpu_kernels
 from ..backend import get_array_module
 from ..engine import Function, Tensor, as_tensor
 
@@ -49,8 +48,8 @@ class Add(Function):
         return a + b
 
     def backward(self, gy):
-        sa, sb = self.shapes
-        return unbroadcast(gy, sa), unbroadcast(gy, sb)
+        (sa, sb), (na, nb) = self.shapes, self.needs_input_grad
+        return unbroadcast(gy, sa) if na else None, unbroadcast(gy, sb) if nb else None
 
 
 class Sub(Function):
@@ -61,8 +60,8 @@ class Sub(Function):
         return a - b
 
     def backward(self, gy):
-        sa, sb = self.shapes
-        return unbroadcast(gy, sa), unbroadcast(-gy, sb)
+        (sa, sb), (na, nb) = self.shapes, self.needs_input_grad
+        return unbroadcast(gy, sa) if na else None, unbroadcast(-gy, sb) if nb else None
 
 
 class Mul(Function):
@@ -73,7 +72,9 @@ class Mul(Function):
         return a * b
 
     def backward(self, gy):
-        return unbroadcast(gy * self.b, self.a.shape), unbroadcast(gy * self.a, self.b.shape)
+        na, nb = self.needs_input_grad
+        return (unbroadcast(gy * self.b, self.a.shape) if na else None,
+                unbroadcast(gy * self.a, self.b.shape) if nb else None)
 
 
 class Div(Function):
@@ -86,8 +87,9 @@ class Div(Function):
         return self.y
 
     def backward(self, gy):
+        na, nb = self.needs_input_grad
         ga = gy / self.b
-        return unbroadcast(ga, self.a_shape), unbroadcast(-ga * self.y, self.b.shape)
+        return unbroadcast(ga, self.a_shape) if na else None, unbroadcast(-ga * self.y, self.b.shape) if nb else None
 
 
 class Neg(Function):
@@ -111,9 +113,10 @@ class Pow(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         a, b = self.a, self.b
-        ga = unbroadcast(gy * b * a ** (b - 1), a.shape)
-        # d/db needs log(a), NaN for a <= 0 (as in PyTorch): only compute it when asked for.
-        gb = unbroadcast(gy * self.y * xp.log(a), b.shape) if self.inputs[1].requires_grad else None
+        na, nb = self.needs_input_grad
+        ga = unbroadcast(gy * b * a ** (b - 1), a.shape) if na else None
+        # d/db needs log(a), NaN for a <= 0 (as in PyTorch): only computed when asked for.
+        gb = unbroadcast(gy * self.y * xp.log(a), b.shape) if nb else None
         return ga, gb
 
 
@@ -150,24 +153,10 @@ class ReLU(Function):
         return self.y
 
     def backward(self, gy):
-        if get_array_module(gy) is np:
-            return gy * (self.y > 0)
-        # CuPy: the same product in one kernel instead of two (compare, then multiply). The
-        # result takes gy's memory layout (empty_like keeps it), so a channel-major gradient
-        # stays channel-major for the batch norm or conv backward that reads it next.
-        gx = get_array_module(gy).empty_like(gy)
-        _relu_backward_kernel()(gy, self.y, gx)
-        return gx
+        return gy * (self.y > 0)
 
-
-@functools.cache
-def _relu_backward_kernel():
-    """dx = dy * [y > 0] as one CuPy elementwise kernel, built on first use (no CuPy import
-    at module load). Multiplying by the 0/1 mask, as the NumPy path does, keeps the results
-    identical on both devices (a NaN in dy stays NaN; a negative dy masked out gives -0)."""
-    import cupy as cp
-
-    return cp.ElementwiseKernel("T gy, T y", "T gx", "gx = gy * (T)(y > 0)", "minires_relu_backward")
+    def backward_gpu(self, gy):  # the same product as one fused kernel (minires/gpu_kernels.py)
+        return gpu_kernels.relu_backward(gy, self.y)
 
 
 def add(a, b):

@@ -11,9 +11,9 @@ class MatMul(Function):
         return a @ b
 
     def backward(self, gy):
-        a, b = self.a, self.b
-        ga = unbroadcast(gy @ b.swapaxes(-1, -2), a.shape)
-        gb = unbroadcast(a.swapaxes(-1, -2) @ gy, b.shape)
+        (a, b), (na, nb) = (self.a, self.b), self.needs_input_grad
+        ga = unbroadcast(gy @ b.swapaxes(-1, -2), a.shape) if na else None
+        gb = unbroadcast(a.swapaxes(-1, -2) @ gy, b.shape) if nb else None
         return ga, gb
 
 
@@ -30,10 +30,11 @@ class Linear(Function):
 
     def backward(self, gy):
         x, w = self.x, self.weight
-        gx = gy @ w
+        needs = self.needs_input_grad
         gy2 = gy.reshape(-1, gy.shape[-1])
-        gw = gy2.T @ x.reshape(-1, x.shape[-1])
-        gb = gy2.sum(axis=0) if self.inputs[2] is not None else None
+        gx = gy @ w if needs[0] else None
+        gw = gy2.T @ x.reshape(-1, x.shape[-1]) if needs[1] else None
+        gb = gy2.sum(axis=0) if needs[2] else None
         return gx, gw, gb
 
 

@@ -1,9 +1,6 @@
 """Batch normalization (Ioffe & Szegedy, 2015), as ``torch.nn.functional.batch_norm``."""
-import functools
-from types import SimpleNamespace
-
-import numpy as np
-
+from .. import gpu_kernels
+from .._checks import batch_norm_settings
 from ..backend import device_of, get_array_module
 from ..engine import Function, Tensor, as_tensor
 
@@ -44,7 +41,7 @@ class BatchNorm(Function):
     reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
     x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
     On the GPU, training mode runs the same formulas as a few fused CuPy kernels
-    (``_forward_gpu``, ``_backward_gpu``, kernels in ``_gpu_kernels``).
+    (``forward_gpu``/``backward_gpu``, in ``minires/gpu_kernels.py``).
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var):
@@ -53,8 +50,6 @@ class BatchNorm(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
-        if xp is not np and self.training:
-            return self._forward_gpu(x, weight, bias)
         x2 = channel_rows(x)
         m = x2.shape[1]
         if self.training:
@@ -82,14 +77,13 @@ class BatchNorm(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        if xp is not np and self.training:
-            return self._backward_gpu(gy)
         gy2, inv_std = channel_rows(gy), self.inv_std
-        needs = [t is not None and t.requires_grad for t in self.inputs]
+        needs = self.needs_input_grad
         scale = inv_std if self.weight is None else inv_std * self.weight  # dy/dx_hat * dx_hat/dx
-        gbeta = gy2.sum(axis=1)
+        dx_from_batch = self.training and needs[0]  # training-mode dx needs both sums below
+        gbeta = gy2.sum(axis=1) if dx_from_batch or needs[2] else None
         ggamma = gx = None
-        if self.training or needs[1]:
+        if dx_from_batch or needs[1]:
             xc = self.x2 - self.mean[:, None]  # recomputed: x_hat = xc * inv_std
             ggamma = xp.einsum("cm,cm->c", gy2, xc) * inv_std  # sum(dy * x_hat), no temporary
         if needs[0] and self.training:
@@ -103,87 +97,19 @@ class BatchNorm(Function):
             gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
         return gx, ggamma, gbeta
 
-    # --- GPU, training mode: the formulas above, fused ---------------------------------
-    # CuPy launches one kernel per array operation, and at CIFAR sizes each launch (a few
-    # microseconds of GPU work, more of Python) costs more than its arithmetic: the NumPy-style
-    # code above is about 18 launches forward and 16 backward. Here the reductions stay library
-    # calls and the elementwise work around them is fused: y in one kernel, dx in one, the
-    # running statistics and 1/sqrt(var + eps) in one each. Eval mode keeps
-    # the generic code: it is not in the training loop.
+    # --- CuPy, training mode: the same formulas as fused kernels (minires/gpu_kernels.py)
 
-    def _forward_gpu(self, x, weight, bias):
-        xp, k = get_array_module(x), _gpu_kernels()
-        x2 = channel_rows(x)
-        m, cast = x2.shape[1], x.dtype.type
-        mean = x2.mean(axis=1)
-        # The reductions stay library calls: hand-written ReductionKernels over only 16-64 rows
-        # (one per channel) measured up to 2.7x slower on an H100 than the generic code.
-        xc = x2 - mean[:, None]
-        var = xp.einsum("cm,cm->c", xc, xc) / cast(m)
-        if self.running_mean is not None:
-            mom = cast(self.momentum)
-            k.update_running_stats(mean, var, mom, cast(mom * m / (m - 1)), self.running_mean, self.running_var)
-        inv_std = k.inv_std(var, cast(self.eps))
-        self.running_mean = self.running_var = None  # backward needs neither
-        self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
-        y2 = xp.empty_like(x2)  # laid out as x2, as the NumPy path's x2 - mean is
-        k.normalize(x2, mean[:, None], inv_std[:, None], cast(1) if weight is None else weight[:, None],
-                    cast(0) if bias is None else bias[:, None], y2)
-        return from_channel_rows(y2, x.shape)
+    def forward_gpu(self, x, weight, bias):
+        if not self.training:  # eval mode is not in the training loop: the generic code
+            return self.forward(x, weight, bias)
+        self.shape = x.shape
+        return from_channel_rows(gpu_kernels.batch_norm_forward(self, channel_rows(x), weight, bias), x.shape)
 
-    def _backward_gpu(self, gy):
-        xp, k = get_array_module(gy), _gpu_kernels()
-        gy2, inv_std, cast = channel_rows(gy), self.inv_std, gy.dtype.type
-        needs = [t is not None and t.requires_grad for t in self.inputs]
-        gbeta = gy2.sum(axis=1)                                               # sum(dy)
-        ggamma = xp.einsum("cm,cm->c", gy2, self.x2 - self.mean[:, None]) * inv_std  # sum(dy * x_hat)
-        gx = None
-        if needs[0]:
-            gx2 = xp.empty_like(self.x2)  # laid out as x2, as on the CPU
-            k.batch_norm_dx(gy2, self.x2, self.mean[:, None], inv_std[:, None],
-                            cast(1) if self.weight is None else self.weight[:, None],
-                            gbeta[:, None], ggamma[:, None], cast(gy2.shape[1]), gx2)
-            gx = from_channel_rows(gx2, self.shape)
-        return gx, ggamma, gbeta
-
-
-@functools.cache
-def _gpu_kernels():
-    """BatchNorm's fused CuPy kernels, built on first use (importing minires never needs CuPy).
-
-    Each is type-generic (``T`` is float32 in training, float64 in the gradient checks); the
-    per-channel arrays come in as (C, 1) columns that broadcast along the (C, m) rows, scalars
-    are cast to ``T``. ``weight``/``bias`` are gamma/beta, or the scalars 1/0 when absent.
-    """
-    import cupy as cp
-
-    return SimpleNamespace(
-        # 1 / sqrt(var + eps): three CuPy ops (add, sqrt, divide) in one launch.
-        inv_std=cp.ElementwiseKernel(
-            "T var, T eps", "T inv_std", "inv_std = 1 / sqrt(var + eps)", "minires_bn_inv_std"),
-        # Both running statistics, in place: six CuPy ops in one launch.
-        update_running_stats=cp.ElementwiseKernel(
-            "T mean, T var, T momentum, T unbiased_momentum", "T running_mean, T running_var",
-            """
-            running_mean = (1 - momentum) * running_mean + momentum * mean;
-            running_var = (1 - momentum) * running_var + unbiased_momentum * var;
-            """,
-            "minires_bn_update_running_stats"),
-        # y = gamma * x_hat + beta with x_hat = (x - mean) * inv_std: one pass over x
-        # instead of three (subtract, scale, shift).
-        normalize=cp.ElementwiseKernel(
-            "T x, T mean, T inv_std, T weight, T bias", "T y",
-            "y = (x - mean) * (inv_std * weight) + bias", "minires_bn_normalize"),
-        # dx = gamma * inv_std * (dy - sum(dy)/m - x_hat * sum(dy * x_hat)/m), the class
-        # docstring's formula, in one pass instead of six.
-        batch_norm_dx=cp.ElementwiseKernel(
-            "T dy, T x, T mean, T inv_std, T weight, T sum_dy, T sum_dy_xhat, T m", "T dx",
-            """
-            T x_hat = (x - mean) * inv_std;
-            dx = weight * inv_std * (dy - sum_dy / m - x_hat * sum_dy_xhat / m);
-            """,
-            "minires_bn_dx"),
-    )
+    def backward_gpu(self, gy):
+        if not self.training:
+            return self.backward(gy)
+        gx2, ggamma, gbeta = gpu_kernels.batch_norm_backward(self, channel_rows(gy))
+        return (None if gx2 is None else from_channel_rows(gx2, self.shape)), ggamma, gbeta
 
 
 def _stat_array(name, stat, x):
@@ -209,10 +135,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     x = as_tensor(x)
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input x must have at least 2 dimensions (N, C, ...), got shape {x.shape}")
-    if not 0 <= momentum <= 1:
-        raise ValueError(f"batch_norm: momentum must be in [0, 1], got {momentum}")
-    if eps <= 0:
-        raise ValueError(f"batch_norm: eps must be > 0, got {eps}")
+    eps, momentum = batch_norm_settings("batch_norm", eps, momentum)
     rm, rv = _stat_array("running_mean", running_mean, x), _stat_array("running_var", running_var, x)
     if (rm is None) != (rv is None):
         raise ValueError("batch_norm: give both running_mean and running_var, or neither")

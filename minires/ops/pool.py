@@ -1,21 +1,12 @@
 """Pooling: max and average over kh x kw windows, and global average pooling.
 
-Both use the same strided window view as conv's im2col; backward adds each kernel
-offset's share back with one strided slice-add (kh*kw vectorised adds).
+Both take their windows from conv's im2col (a strided view, one copy) and give the gradient
+back with conv's col2im (one strided slice-add per kernel offset).
 """
+from .._checks import pair
 from ..backend import get_array_module
 from ..engine import Function, as_tensor
-from .conv import _pair, conv_output_size
-
-
-def _windows(padded, kh, kw, sh, sw, oh, ow):
-    """(N, C, Hp, Wp) -> a view (N, C, OH, OW, kh, kw) of every pooling window."""
-    xp = get_array_module(padded)
-    s_n, s_c, s_h, s_w = padded.strides
-    n, c = padded.shape[:2]
-    return xp.lib.stride_tricks.as_strided(
-        padded, shape=(n, c, oh, ow, kh, kw), strides=(s_n, s_c, s_h * sh, s_w * sw, s_h, s_w)
-    )
+from .conv import col2im, conv_output_size, im2col
 
 
 def _pad(x, ph, pw, value):
@@ -32,39 +23,41 @@ class _Pool2d(Function):
     def __init__(self, kernel, stride, padding):
         self.kernel, self.stride, self.padding = kernel, stride, padding
 
-    def _geometry(self, x):
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        h, w = x.shape[2:]
-        return kh, kw, sh, sw, conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+    def _windows(self, x, pad_value):
+        """x (N, C, H, W) -> (C, kh*kw, N, OH, OW): every window, by conv's im2col.
 
-    def _scatter(self, share):
-        """Sum share(i, j) (N, C, OH, OW) back into the input positions of offset (i, j)."""
-        xp = get_array_module(self.like)
+        im2col reads a channel-major (C, N, Hp, Wp) array: the transposed view of the padded x.
+        """
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        n, c, h, w = x.shape
+        oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        self.in_shape, self.out_hw = x.shape, (oh, ow)
+        padded = _pad(x, ph, pw, pad_value).transpose(1, 0, 2, 3)
+        return im2col(padded, kh, kw, sh, sw, oh, ow).reshape(c, kh * kw, n, oh, ow)
+
+    def _unwindow(self, cols):
+        """The adjoint of ``_windows``: (C, kh*kw, N, OH, OW) summed back into (N, C, H, W),
+        by conv's col2im (one strided slice-add per kernel offset)."""
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         n, c, h, w = self.in_shape
         oh, ow = self.out_hw
-        gpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=self.like.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                gpad[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += share(i, j)
-        return gpad[:, :, ph:ph + h, pw:pw + w]
+        gpad = col2im(cols, (c, n, h + 2 * ph, w + 2 * pw), kh, kw, sh, sw, oh, ow)
+        return gpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 
 class MaxPool2d(_Pool2d):
     """y = max over each window;   dx = dy routed to the position of the window's maximum."""
 
     def forward(self, x):
-        kh, kw, sh, sw, oh, ow = self._geometry(x)
-        ph, pw = self.padding
-        windows = _windows(_pad(x, ph, pw, -float("inf")), kh, kw, sh, sw, oh, ow)
-        flat = windows.reshape(x.shape[0], x.shape[1], oh, ow, kh * kw)
-        self.argmax = flat.argmax(axis=-1)
-        self.in_shape, self.out_hw, self.like = x.shape, (oh, ow), x
-        return get_array_module(x).take_along_axis(flat, self.argmax[..., None], axis=-1)[..., 0]
+        windows = self._windows(x, -float("inf"))
+        self.argmax = windows.argmax(axis=1)  # (C, N, OH, OW): which offset won
+        return get_array_module(x).take_along_axis(windows, self.argmax[:, None], axis=1)[:, 0].transpose(1, 0, 2, 3)
 
     def backward(self, gy):
-        kw = self.kernel[1]
-        return self._scatter(lambda i, j: gy * (self.argmax == i * kw + j))
+        xp = get_array_module(gy)
+        offsets = xp.arange(self.kernel[0] * self.kernel[1]).reshape(1, -1, 1, 1, 1)
+        winner = self.argmax[:, None] == offsets                         # (C, kh*kw, N, OH, OW)
+        return self._unwindow(gy.transpose(1, 0, 2, 3)[:, None] * winner)
 
 
 class AvgPool2d(_Pool2d):
@@ -72,24 +65,22 @@ class AvgPool2d(_Pool2d):
     dx = dy / (kh*kw) added to every position of the window."""
 
     def forward(self, x):
-        kh, kw, sh, sw, oh, ow = self._geometry(x)
-        ph, pw = self.padding
-        windows = _windows(_pad(x, ph, pw, 0), kh, kw, sh, sw, oh, ow)
-        self.in_shape, self.out_hw, self.like = x.shape, (oh, ow), x
-        return windows.mean(axis=(4, 5))
+        return self._windows(x, 0).mean(axis=1).transpose(1, 0, 2, 3)
 
     def backward(self, gy):
-        share = gy / gy.dtype.type(self.kernel[0] * self.kernel[1])
-        return self._scatter(lambda i, j: share)
+        xp = get_array_module(gy)
+        k = self.kernel[0] * self.kernel[1]
+        share = gy.transpose(1, 0, 2, 3)[:, None] / gy.dtype.type(k)   # (C, 1, N, OH, OW)
+        return self._unwindow(xp.broadcast_to(share, (share.shape[0], k) + share.shape[2:]))
 
 
 def _pool_args(name, x, kernel_size, stride, padding):
     x = as_tensor(x)
     if x.ndim != 4:
         raise ValueError(f"{name}: input x must be 4-D (N, C, H, W), got shape {x.shape}")
-    kernel = _pair(name, "kernel_size", kernel_size, 1)
-    stride = kernel if stride is None else _pair(name, "stride", stride, 1)
-    padding = _pair(name, "padding", padding, 0)
+    kernel = pair(name, "kernel_size", kernel_size, 1)
+    stride = kernel if stride is None else pair(name, "stride", stride, 1)
+    padding = pair(name, "padding", padding, 0)
     if any(2 * p > k for p, k in zip(padding, kernel)):
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel size {kernel}")
     h, w = x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1]
