@@ -62,6 +62,24 @@ def _minires_step(depth, batch, device):
     return step
 
 
+def _minires_graph_step(depth, batch):
+    """The same step on the GPU, replayed as a CUDA graph (minires.cuda_graph)."""
+    sys.path.insert(0, ROOT)
+    from minires.backend import to_device
+    from minires.cuda_graph import CUDAGraphStep
+    from minires.models import cifar_resnet
+    from minires.optim import SGD
+
+    model = cifar_resnet(depth, seed=0).to("gpu")
+    graphed = CUDAGraphStep(model, SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4))
+    x, y = (to_device(a, "gpu") for a in _batch(batch))
+
+    def step():
+        graphed(x, y)
+        _cupy_sync()
+    return step
+
+
 def _cupy_sync():
     import cupy
     cupy.cuda.Stream.null.synchronize()
@@ -186,6 +204,8 @@ def measure(framework, model, threads, batch, warmup, steps, device):
     depth = DEPTHS[model]
     if framework == "minires":
         step = _minires_step(depth, batch, device)
+    elif framework == "minires-graph":
+        step = _minires_graph_step(depth, batch)
     elif framework == "torch":
         step = _torch_step(depth, batch, device, threads)
     else:
@@ -293,7 +313,10 @@ def available(framework, device):
     code = {"torch": "import torch; assert {}".format("torch.cuda.is_available()" if device == "gpu" else "True"),
             "mygrad": "import mygrad",
             "minires": "import sys; sys.path.insert(0, %r); import minires; assert %s" % (
-                ROOT, "minires.gpu_available()" if device == "gpu" else "True")}[framework]
+                ROOT, "minires.gpu_available()" if device == "gpu" else "True")}
+    if framework == "minires-graph":  # CUDA graphs: the GPU only
+        return device == "gpu" and available("minires", "gpu")
+    code = code[framework]
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
@@ -332,7 +355,8 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=["resnet20", "resnet56"], choices=sorted(DEPTHS))
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu")
-    p.add_argument("--frameworks", nargs="+", default=["minires", "torch", "mygrad"])
+    p.add_argument("--frameworks", nargs="+", default=["minires", "minires-graph", "torch", "mygrad"],
+                   help="minires-graph: the step replayed as a CUDA graph (GPU only)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
@@ -360,7 +384,7 @@ def main(argv=None):
         frameworks = [f for f in args.frameworks if available(f, device) and not (f == "mygrad" and device == "gpu")]
         for threads in threads_list:
             print(header(threads) if device == "cpu" else f"device gpu")
-            print(f"{'model':<10}{'framework':<10}{'device':<8}{'img/s':>9}{'ms/step':>10}{'peak MiB':>10}"
+            print(f"{'model':<10}{'framework':<15}{'device':<8}{'img/s':>9}{'ms/step':>10}{'peak MiB':>10}"
                   f"{'torch time / ours':>19}")
             for model in args.models:
                 rows = {}
@@ -374,7 +398,7 @@ def main(argv=None):
                 ref = rows.get("torch")
                 for framework, r in rows.items():
                     ratio = f"{r['img_per_s'] / ref['img_per_s']:.2f}x" if ref else "n/a"
-                    print(f"{model:<10}{framework:<10}{device:<8}{r['img_per_s']:>9.1f}{1000 * r['median_s']:>10.1f}"
+                    print(f"{model:<10}{framework:<15}{device:<8}{r['img_per_s']:>9.1f}{1000 * r['median_s']:>10.1f}"
                           f"{r['peak_mib']:>10.0f}{ratio:>19}")
             print()
     if args.json:

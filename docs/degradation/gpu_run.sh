@@ -16,6 +16,7 @@
 # again on the same machine resumes the unfinished runs (the work directory is gitignored).
 #
 # Environment: OUT (required), DATA (default .data/cifar-10-sample), JOBS (default 14),
+# EXTRA_ARGS (more options for every degradation call, e.g. --cuda-graph),
 # TRAIN_TIMEOUT (s, default 320), REPORT_TIMEOUT (s, default 100), TINY=1 (a CPU smoke test:
 # depths 8 and 14, width 4, 1 epoch of 256 images, 2 seeds).
 set -euo pipefail
@@ -39,8 +40,9 @@ if [[ "${TINY:-0}" == 1 ]]; then
   JOBS=${TINY_JOBS:-2}
 fi
 DEG="python -m minires.experiments.degradation --data-dir $DATA --device $DEVICE --no-progress"
-GPU_ARGS=(--preset gpu --out "$WORK/gpu" ${SMALL[@]+"${SMALL[@]}"})
-CPU_ARGS=(--preset cpu --out "$WORK/cpu" ${SMALL[@]+"${SMALL[@]}"})
+read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+GPU_ARGS=(--preset gpu --out "$WORK/gpu" ${SMALL[@]+"${SMALL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
+CPU_ARGS=(--preset cpu --out "$WORK/cpu" ${SMALL[@]+"${SMALL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
 if [[ "${TINY:-0}" == 1 ]]; then GPU_ARGS+=(--seeds 2); fi
 mkdir -p "$WORK/gpu" "$WORK/cpu" "$OUT"
 LOG="$WORK/gpu_run.log"
