@@ -5,12 +5,8 @@
 #
 # 1. `--preset gpu`: depths 20 32 44 56, plain and residual, 3 seeds, 30 epochs of the CIFAR-10
 #    sample, JOBS runs at a time sharing the GPU (a step at batch 128 is launch-bound);
-# 2. the learner's `--preset cpu` (depths 20 and 44, seed 0, the same recipe) on the same GPU:
-#    its runs are the same configurations as the gpu preset's seed-0 runs of those depths, so
-#    they are copied over and the command reports "already trained" (no second training); the
-#    errors do not depend on the device, only the wall time does;
-# 3. the reports: figures, tables, summaries and Figure 7 from the trained checkpoints (on the GPU);
-# 4. everything except the checkpoints (*.npz) into ONE archive, $OUT/degradation-results.tar.gz,
+# 2. the reports: figures, tables, summaries and Figure 7 from the trained checkpoints (on the GPU);
+# 3. everything except the checkpoints (*.npz) into ONE archive, $OUT/degradation-results.tar.gz,
 #    whatever happened before (a trap), and a short summary on stdout.
 # Each phase has a hard timeout; a run cut short keeps its finished epochs. Calling the script
 # again on the same machine resumes the unfinished runs (the work directory is gitignored).
@@ -32,19 +28,16 @@ export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 DEVICE=gpu
 SMALL=()
-CPU_DEPTHS=(20 44)
 if [[ "${TINY:-0}" == 1 ]]; then
   DEVICE=cpu
   SMALL=(--depths 8 14 --width 4 --epochs 1 --train-limit 256 --batch-size 64 --trained-below 0.95)
-  CPU_DEPTHS=(8 14)
   JOBS=${TINY_JOBS:-2}
 fi
 DEG="python -m minires.experiments.degradation --data-dir $DATA --device $DEVICE --no-progress"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 GPU_ARGS=(--preset gpu --out "$WORK/gpu" ${SMALL[@]+"${SMALL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
-CPU_ARGS=(--preset cpu --out "$WORK/cpu" ${SMALL[@]+"${SMALL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
 if [[ "${TINY:-0}" == 1 ]]; then GPU_ARGS+=(--seeds 2); fi
-mkdir -p "$WORK/gpu" "$WORK/cpu" "$OUT"
+mkdir -p "$WORK/gpu" "$OUT"
 LOG="$WORK/gpu_run.log"
 START=$(date +%s)
 say() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$LOG"; }
@@ -56,7 +49,7 @@ archive() {
   tar -czf "$OUT/degradation-results.tar.gz" -C "$WORK" --exclude='*.npz' --exclude='*.tmp' --exclude='curves.png' . \
     || say "tar reported a problem (the archive may be partial)"
   ls -l "$OUT" || true
-  for d in gpu cpu; do
+  for d in gpu; do
     if [[ -f "$WORK/$d/results.md" ]]; then
       echo "===== $d preset: findings ====="
       sed -n '/^- /p' "$WORK/$d/results.md" | cut -c1-400
@@ -77,24 +70,9 @@ say "phase 1 done (status $rc; 124 = timed out)"
 tail -n 3 "$WORK/gpu_train.log" | tee -a "$LOG" || true
 grep -h "img/s" "$WORK"/gpu/runs/*-s0/log.txt 2>/dev/null | tail -n 8 | cut -c1-160 | tee -a "$LOG" || true
 
-# Phases 2 and 3 side by side: both only evaluate (Figure 7) and write reports.
-say "phases 2 and 3: the learner's cpu preset from the same seed-0 runs, and the gpu preset's report (timeout ${REPORT_TIMEOUT}s)"
-mkdir -p "$WORK/cpu/runs"
-for d in "${CPU_DEPTHS[@]}"; do
-  for net in plain resnet; do
-    if [[ -d "$WORK/gpu/runs/$net$d-s0" ]]; then  # (again on a second call: the run may have gone on)
-      rm -rf "$WORK/cpu/runs/$net$d-s0"
-      cp -r "$WORK/gpu/runs/$net$d-s0" "$WORK/cpu/runs/"
-    fi
-  done
-done
-CPU_MODE=(--jobs 4)
-if [[ $rc != 0 ]]; then CPU_MODE=(--report-only); fi  # phase 1 was cut short: report, do not train more
-timeout -k 10 "$REPORT_TIMEOUT" $DEG "${CPU_ARGS[@]}" "${CPU_MODE[@]}" > "$WORK/cpu_preset.log" 2>&1 &
-cpu_pid=$!
-timeout -k 10 "$REPORT_TIMEOUT" $DEG "${GPU_ARGS[@]}" --report-only > "$WORK/gpu_report.log" 2>&1 &
-gpu_pid=$!
-rc2=0; wait $cpu_pid || rc2=$?
-rc3=0; wait $gpu_pid || rc3=$?
-say "phase 2 (cpu preset) status $rc2, phase 3 (gpu report) status $rc3"
+# Phase 2: the report and Figure 7 from the trained checkpoints.
+say "phase 2: the gpu preset's report (timeout ${REPORT_TIMEOUT}s)"
+rc2=0
+timeout -k 10 "$REPORT_TIMEOUT" $DEG "${GPU_ARGS[@]}" --report-only > "$WORK/gpu_report.log" 2>&1 || rc2=$?
+say "phase 2 (gpu report) status $rc2"
 grep -h "Met\|NOT met\|cannot be checked" "$WORK/gpu/results.md" 2>/dev/null | cut -c1-400 || true
