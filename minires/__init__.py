@@ -7,7 +7,7 @@ Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autogr
 -> ``experiments`` (the paper's figures).
 """
 from . import functional
-from .backend import get_array_module, gpu_available
+from .backend import get_array_module, get_num_threads, gpu_available, set_num_threads
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
 from .gradcheck import GradcheckError, gradcheck
 from . import models, nn  # they build on the engine above
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-    "gpu_available", "get_array_module", "functional", "nn", "models", "summary",
+    "gpu_available", "get_array_module", "set_num_threads", "get_num_threads", "functional", "nn", "models", "summary",
 ]
