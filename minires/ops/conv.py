@@ -201,11 +201,41 @@ def _pair(name, arg, value, minimum):
     return pair
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
+ALGORITHMS = ("auto", "im2col", "winograd")
+default_algorithm = "auto"  # what conv2d(..., algorithm=None) uses; set_default_algorithm changes it
+
+
+def set_default_algorithm(name):
+    """Make ``name`` ("auto", "im2col" or "winograd") the algorithm of every conv2d call that does
+    not name one (nn.Conv2d's included), e.g. ``set_default_algorithm("im2col")`` to run only
+    the reference implementation."""
+    global default_algorithm
+    default_algorithm = _check_algorithm("set_default_algorithm", name)
+
+
+def _check_algorithm(fname, name):
+    if name not in ALGORITHMS:
+        raise ValueError(f"{fname}: algorithm must be one of {ALGORITHMS}, got {name!r}")
+    return name
+
+
+def choose_algorithm(x, weight, stride, padding):
+    """"winograd" where it applies and measured faster than im2col, else "im2col" (what "auto" runs)."""
+    from .winograd import winograd_applies
+    if get_array_module(x) is not np or not winograd_applies(weight.shape, stride, padding):
+        return "im2col"
+    return "winograd"
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``.
 
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None; stride and padding are ints
     or (h, w) pairs. Returns (N, O, OH, OW) with OH = (H + 2*pad - kh) // stride + 1.
+
+    ``algorithm``: "im2col" (this file, any shape), "winograd" (``winograd.py``: 3x3 kernels
+    at stride 1 with padding <= 2; NumPy and CuPy), "auto" (Winograd on NumPy data where it
+    applies and measured faster, else im2col), or None for ``default_algorithm``.
     """
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
@@ -232,4 +262,15 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
             raise TypeError(f"conv2d: {name} has dtype {t.dtype} but x has {x.dtype}")
+    algorithm = _check_algorithm("conv2d", default_algorithm if algorithm is None else algorithm)
+    if algorithm == "auto":
+        algorithm = choose_algorithm(x.data, weight.data, stride, padding)
+    if algorithm == "winograd":
+        from .winograd import Winograd2d, winograd_applies  # winograd.py builds on this file's helpers
+        if not winograd_applies(weight.shape, stride, padding):
+            raise ValueError(
+                f"conv2d: algorithm 'winograd' needs a 3x3 kernel, stride 1 and padding <= 2, got weight "
+                f"shape {weight.shape}, stride {stride}, padding {padding} (use 'im2col' or 'auto')"
+            )
+        return Winograd2d(padding)(x, weight, bias)
     return Conv2d(stride, padding)(x, weight, bias)
