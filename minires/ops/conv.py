@@ -97,8 +97,9 @@ def col2im(cols, padded_shape, kh, kw, sh, sw, oh, ow):
     return out
 
 
-def batch_chunks(x, rows, pixels_per_image):
-    """Split the batch of x into (images, columns) slice pairs, each with about CHUNK_BYTES of columns.
+def batch_chunks(x, rows, pixels_per_image, chunk_bytes=None):
+    """Split the batch of x into (images, columns) slice pairs, each with about ``chunk_bytes``
+    (default CHUNK_BYTES) of columns.
 
     ``rows`` is the column matrix's height (C*kh*kw); ``images`` slices the batch axis and
     ``columns`` the matching columns of an (O, N*OH*OW) matrix (each image owns
@@ -110,7 +111,7 @@ def batch_chunks(x, rows, pixels_per_image):
     step = n
     if get_array_module(x) is np:
         threads = get_num_threads()
-        chunks = -(-n * rows * pixels_per_image * x.dtype.itemsize // CHUNK_BYTES)
+        chunks = -(-n * rows * pixels_per_image * x.dtype.itemsize // (chunk_bytes or CHUNK_BYTES))
         chunks = min(n, -(-chunks // threads) * threads)
         step = -(-n // chunks)
     return [(slice(a, min(a + step, n)), slice(a * pixels_per_image, min(a + step, n) * pixels_per_image))
@@ -234,7 +235,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     or (h, w) pairs. Returns (N, O, OH, OW) with OH = (H + 2*pad - kh) // stride + 1.
 
     ``algorithm``: "im2col" (this file, any shape), "winograd" (``winograd.py``: 3x3 kernels
-    at stride 1 with padding <= 2; NumPy and CuPy), "auto" (Winograd on NumPy data where it
+    at stride 1 with padding <= 2, NumPy data only), "auto" (Winograd on NumPy data where it
     applies and measured faster, else im2col), or None for ``default_algorithm``.
     """
     x, weight = as_tensor(x), as_tensor(weight)
@@ -267,6 +268,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
         algorithm = choose_algorithm(x.data, weight.data, stride, padding)
     if algorithm == "winograd":
         from .winograd import Winograd2d, winograd_applies  # winograd.py builds on this file's helpers
+        if get_array_module(x.data) is not np:
+            raise ValueError("conv2d: algorithm 'winograd' runs on NumPy (CPU) data only; use 'im2col' or 'auto' on the GPU")
         if not winograd_applies(weight.shape, stride, padding):
             raise ValueError(
                 f"conv2d: algorithm 'winograd' needs a 3x3 kernel, stride 1 and padding <= 2, got weight "
