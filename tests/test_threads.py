@@ -26,12 +26,15 @@ def test_set_num_threads_rejects_non_positive_ints(bad):
         minires.set_num_threads(bad)
 
 
-def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monkeypatch):
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monkeypatch, algorithm):
     """The batch chunks run on worker threads; each chunk computes the same numbers wherever it
     runs, and dW's per-chunk shares are summed in chunk order, so the results are bit for bit
     those of one thread (one image per chunk here, so the chunking does not change either)."""
     import minires.ops.conv as conv
+    import minires.ops.winograd as winograd
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3))
     gy = rng.standard_normal((5, 4, 7, 6))
@@ -39,7 +42,7 @@ def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monke
     for n in (1, 3):
         minires.set_num_threads(n)
         xt, wt = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
-        y = F.conv2d(xt, wt, padding=1)
+        y = F.conv2d(xt, wt, padding=1, algorithm=algorithm)
         y.backward(gy)
         results.append((y.numpy(), np.asarray(xt.grad), np.asarray(wt.grad)))
     for a, b in zip(*results):
