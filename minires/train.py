@@ -33,7 +33,7 @@ import numpy as np
 
 from . import data as datasets
 from . import functional as F
-from .backend import check_device, to_numpy
+from .backend import check_device, set_num_threads, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import Tensor, no_grad
 from .models import cifar_resnet
@@ -465,6 +465,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (minires.set_num_threads; default: OMP_NUM_THREADS, else every CPU)")
     return p
 
 
@@ -498,6 +500,8 @@ def eval_only(path, args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.threads is not None:
+            set_num_threads(args.threads)
         if args.eval_only:
             eval_only(args.eval_only, args)
             return 0
