@@ -144,12 +144,15 @@ def test_transforms_match_the_textbook_matrices():
             np.testing.assert_allclose(u[:, :, oo, ch], wg.G @ g[oo, ch] @ wg.G.T, atol=1e-12)
 
 
-def test_auto_picks_winograd_only_where_it_applies():
+def test_auto_picks_winograd_only_where_it_applies_and_measured_faster():
     x = np.zeros((2, 16, 8, 8))
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (1, 1)) == "winograd"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (2, 2), (1, 1)) == "im2col"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 1, 1)), (1, 1), (0, 0)) == "im2col"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (3, 3)) == "im2col"
+    assert conv.choose_algorithm(np.zeros((2, 3, 32, 32)), np.zeros((16, 3, 3, 3)), (1, 1), (1, 1)) == "im2col"
+    assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (0, 0)) == "im2col"  # 6x6 output
+    assert conv.choose_algorithm(np.zeros((2, 128, 8, 8)), np.zeros((8, 128, 3, 3)), (1, 1), (1, 1)) == "im2col"
 
 
 def test_default_algorithm_switch():
