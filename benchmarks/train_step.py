@@ -183,7 +183,7 @@ def _mygrad_step(depth, batch):
     return step
 
 
-def measure(framework, model, threads, batch, warmup, steps, device, algorithm="auto"):
+def measure(framework, model, threads, batch, warmup, steps, device, algorithm="auto", clock="wall"):
     """Run in a fresh process: median step time and peak memory growth of one configuration."""
     import numpy as np
     depth = DEPTHS[model]
@@ -196,11 +196,12 @@ def measure(framework, model, threads, batch, warmup, steps, device, algorithm="
     base = _memory(framework, device)
     for _ in range(warmup):
         step()
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t = now()
         step()
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
     peak = _memory(framework, device)
     median = float(np.median(times))
     return {"framework": framework, "model": model, "device": device, "threads": threads,
@@ -311,7 +312,7 @@ def run_child(args, framework, model, threads, device):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--child", framework, model, str(threads), device,
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps),
-           "--algorithm", args.algorithm]
+           "--algorithm", args.algorithm, "--clock", args.clock]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f"  {framework} {model} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -347,6 +348,9 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="per-op profile of minires instead of the table")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default), or the main thread's CPU time: steadier on a loaded machine, "
+                        "meaningful only with 1 thread (every framework then computes on its main thread)")
     p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
                    help="minires's conv algorithm (minires.ops.conv.set_default_algorithm; default auto)")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -357,7 +361,7 @@ def main(argv=None):
         framework, model, threads, device = args.child
         _set_threads(int(threads))
         print(json.dumps(measure(framework, model, int(threads), args.batch, args.warmup, args.steps, device,
-                                 args.algorithm)))
+                                 args.algorithm, args.clock)))
         return 0
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if args.profile:
