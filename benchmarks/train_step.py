@@ -224,7 +224,7 @@ def _memory(framework, device):
 
 # --------------------------------------------------------------------------- per-op profile
 
-def profile(model, batch, steps, device, threads, algorithm):
+def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     """Time minires' ops by class (forward and backward separately), the optimiser, and the rest."""
     sys.path.insert(0, ROOT)
     import numpy as np
@@ -240,6 +240,7 @@ def profile(model, batch, steps, device, threads, algorithm):
     minires.set_num_threads(threads)
     minires.ops.conv.set_default_algorithm(algorithm)
     sync = _cupy_sync if device == "gpu" else (lambda: None)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     totals = {}
 
     def timed(cls, method, key):
@@ -247,10 +248,10 @@ def profile(model, batch, steps, device, threads, algorithm):
 
         def wrapper(self, *args):
             sync()
-            t = time.perf_counter()
+            t = now()
             out = original(self, *args)
             sync()
-            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
+            totals[key] = totals.get(key, 0.0) + now() - t
             return out
         setattr(cls, method, wrapper)
 
@@ -281,13 +282,13 @@ def profile(model, batch, steps, device, threads, algorithm):
         sync()
     step()
     totals.clear()
-    start = time.perf_counter()
+    start = now()
     for _ in range(steps):
         step()
-    wall = (time.perf_counter() - start) / steps
+    wall = (now() - start) / steps
     rows = sorted(((k, v / steps) for k, v in totals.items()), key=lambda kv: -kv[1])
     print(f"\nper-op profile, minires {model} batch {batch} on {device}, {threads} thread(s), conv algorithm "
-          f"{algorithm}: {1000 * wall:.1f} ms per step "
+          f"{algorithm}, {clock} clock: {1000 * wall:.1f} ms per step "
           f"(timers add a sync per op, so the total runs a little slower than unprofiled)")
     print(f"{'op':<28}{'ms/step':>10}{'share':>8}")
     for k, v in rows:
@@ -368,7 +369,7 @@ def main(argv=None):
         _set_threads(args.threads[0])  # before NumPy loads in profile(): OpenBLAS reads it once
         for device in devices:
             for model in args.models:
-                profile(model, args.batch, args.steps, device, args.threads[0], args.algorithm)
+                profile(model, args.batch, args.steps, device, args.threads[0], args.algorithm, args.clock)
         return 0
 
     results = []

@@ -15,9 +15,9 @@ from opcheck import TIGHT, assert_close, check_float32, check_grad, given_settin
 
 @st.composite
 def winograd_cases(draw):
-    """3x3 kernels at stride 1, padding 0..2 per axis, odd and even outputs, a few channels."""
+    """3x3 kernels at stride 1, padding 0..3 per axis, odd and even outputs, a few channels."""
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
     h = draw(st.integers(max(1, 3 - 2 * ph), 9))
     w = draw(st.integers(max(1, 3 - 2 * pw), 9))
     assume(n * c * h * w <= 200)
@@ -149,7 +149,6 @@ def test_auto_picks_winograd_only_where_it_applies_and_measured_faster():
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (1, 1)) == "winograd"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (2, 2), (1, 1)) == "im2col"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 1, 1)), (1, 1), (0, 0)) == "im2col"
-    assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (3, 3)) == "im2col"
     assert conv.choose_algorithm(np.zeros((2, 3, 32, 32)), np.zeros((16, 3, 3, 3)), (1, 1), (1, 1)) == "im2col"
     assert conv.choose_algorithm(x, np.zeros((16, 16, 3, 3)), (1, 1), (0, 0)) == "im2col"  # 6x6 output
     assert conv.choose_algorithm(np.zeros((2, 128, 8, 8)), np.zeros((8, 128, 3, 3)), (1, 1), (1, 1)) == "im2col"
@@ -175,7 +174,7 @@ def test_bad_algorithm_is_a_clear_error():
     x, w = np.ones((1, 1, 5, 5)), np.ones((1, 1, 3, 3))
     with pytest.raises(ValueError, match="conv2d: algorithm must be one of"):
         F.conv2d(x, w, algorithm="fft")
-    with pytest.raises(ValueError, match="conv2d: algorithm 'winograd' needs a 3x3 kernel, stride 1"):
+    with pytest.raises(ValueError, match="conv2d: algorithm 'winograd' needs a 3x3 kernel and stride 1"):
         F.conv2d(x, w, stride=2, algorithm="winograd")
     with pytest.raises(ValueError, match="needs a 3x3 kernel"):
         F.conv2d(x, np.ones((1, 1, 5, 5)), algorithm="winograd")

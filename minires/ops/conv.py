@@ -231,7 +231,7 @@ def choose_algorithm(x, weight, stride, padding):
     On the GPU im2col is the only path.
     """
     from .winograd import winograd_applies
-    if get_array_module(x) is not np or not winograd_applies(weight.shape, stride, padding):
+    if get_array_module(x) is not np or not winograd_applies(weight.shape, stride):
         return "im2col"
     channels, (h, w) = x.shape[1], x.shape[2:]
     oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
@@ -245,7 +245,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     or (h, w) pairs. Returns (N, O, OH, OW) with OH = (H + 2*pad - kh) // stride + 1.
 
     ``algorithm``: "im2col" (this file, any shape), "winograd" (``winograd.py``: 3x3 kernels
-    at stride 1 with padding <= 2, NumPy data only), "auto" (Winograd on NumPy data where it
+    at stride 1, NumPy data only), "auto" (Winograd on NumPy data where it
     applies and measured faster, else im2col), or None for ``default_algorithm``.
     """
     x, weight = as_tensor(x), as_tensor(weight)
@@ -280,10 +280,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
         from .winograd import Winograd2d, winograd_applies  # winograd.py builds on this file's helpers
         if get_array_module(x.data) is not np:
             raise ValueError("conv2d: algorithm 'winograd' runs on NumPy (CPU) data only; use 'im2col' or 'auto' on the GPU")
-        if not winograd_applies(weight.shape, stride, padding):
+        if not winograd_applies(weight.shape, stride):
             raise ValueError(
-                f"conv2d: algorithm 'winograd' needs a 3x3 kernel, stride 1 and padding <= 2, got weight "
-                f"shape {weight.shape}, stride {stride}, padding {padding} (use 'im2col' or 'auto')"
+                f"conv2d: algorithm 'winograd' needs a 3x3 kernel and stride 1, got weight shape "
+                f"{weight.shape} and stride {stride} (use 'im2col' or 'auto')"
             )
         return Winograd2d(padding)(x, weight, bias)
     return Conv2d(stride, padding)(x, weight, bias)

@@ -22,7 +22,8 @@ channels, so one batched matmul does all of them::
 
 2.25x fewer multiplies than im2col (16 products per 4 outputs instead of 9 per output), and
 V is 4x the input where im2col's columns are 9x. B and A hold only 0 and +-1, so their
-transforms are additions of strided views of whole chunks (never a matmul with a 4x4 matrix).
+transforms are additions of whole slices of the chunk (never a matmul with a 4x4 matrix),
+laid out so that each slice is contiguous (``TileGrid``).
 
 Backward is the adjoint of every step, in reverse, with the same two batched matmuls::
 
@@ -47,15 +48,15 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np
 A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
 # Bytes of V (16 planes of transformed tiles) per chunk of the batch. Smaller than im2col's
-# chunks: the transforms make several passes over V, which pay off only while it stays in the
-# L2 cache. Measured: TODO
+# chunks: the transforms make several passes over V, cheap only while it stays in cache.
+# Measured, forward + backward at 16->16 @32 px, 1 thread: 0.5 / 1 / 2 / 4 / 8 MB took
+# 30.6 / 25.4 / 24.8 / 26.6 / 102 ms (2 MB best or within noise at 1 and 2 threads on all shapes).
 CHUNK_BYTES = 2 * 2**20
 
 
-def winograd_applies(weight_shape, stride, padding):
-    """True for the convs this file handles: 3x3 kernels, stride 1, padding at most 2 (so that
-    the input gradient, a full 3x3 correlation of dy, needs no negative padding)."""
-    return tuple(weight_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
+def winograd_applies(weight_shape, stride):
+    """True for the convs this file handles: 3x3 kernels at stride 1 (any padding)."""
+    return tuple(weight_shape[2:]) == (3, 3) and tuple(stride) == (1, 1)
 
 
 # ----------------------------------------------------------------------------- the four transforms
@@ -110,7 +111,8 @@ class TileGrid:
     ``shift(k, l)``. So each of the 16 tile elements, for all tiles of the chunk at once, is one
     *contiguous* slice of a flat plane, and every transform is a handful of long contiguous
     adds (fast SIMD loops), where strided views over tiles gave short strided loops: the input
-    transform of the 16->16 @32 px conv took 10 ms per batch with strided views and TODO ms flat.
+    transform of the 16->16 @32 px conv (batch 128, 1 thread) took 10 ms with strided views,
+    3 ms on the flat planes, and Winograd went from 0.35-0.6x im2col's speed to 1.3-2x.
 
     The price: tiles are indexed on the (th + 1) x (tw + 1) grid, whose last row and column
     are junk tiles (they straddle two images or two rows). They are computed and discarded,
