@@ -29,6 +29,14 @@ backward 1.7x faster than the whole batch at once on the 16-channel 32x32 shape,
 32 channels 16x16, 1.04x at 64 channels 8x8 (benchmarks/README.md). On the GPU the whole
 batch is one chunk: a GPU wants big kernels, and CuPy's memory pool makes allocations cheap.
 
+Threads (NumPy only): the chunks are independent, so ``get_num_threads()`` worker threads
+each take whole chunks end to end (pad, im2col, matmul, col2im) with BLAS at one thread; NumPy
+releases the GIL inside all four, so the copies, single-threaded before, use every core too.
+
+A second algorithm, Winograd F(2x2, 3x3), lives in ``winograd.py``; ``conv2d(...,
+algorithm="auto")`` (the default) uses it for the 3x3 stride-1 shapes where it measured
+faster, and this file everywhere else.
+
 Memory: backward needs the columns again. Saving them would keep kh*kw = 9 copies of every
 conv's input alive until backward (about 0.8 GB for ResNet-20 at batch 128, eight times its
 conv inputs); recomputing them from x, which the graph keeps anyway, costs one more im2col
