@@ -99,7 +99,9 @@ def synchronize(device="gpu"):
 # One setting owns the CPU thread count. minires's own pool runs whole batch chunks of a conv
 # (pad, im2col, matmul, col2im) on every core at once: NumPy releases the GIL inside copies,
 # ufuncs and BLAS calls, so Python threads really run in parallel there. BLAS is held at one
-# thread while the pool is in charge, so that its busy-waiting workers never compete with ours.
+# thread while the pool is in charge, so that its busy-waiting workers never compete with ours
+# (from the first parallel op, or set_num_threads, on: a plain NumPy matmul elsewhere in the
+# program then runs on one thread too). Measured in benchmarks/README.md ("Round two").
 
 _num_threads = None  # None until set: get_num_threads() then reads the environment
 _pool = None
