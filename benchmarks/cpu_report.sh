@@ -20,7 +20,10 @@ if [ -n "${BEFORE:-}" ]; then before=(--before "$BEFORE"); fi
 run benchmarks/ops_bench.py --threads 1 --clock cpu --repeats 12 | tee "$OUT/ops_1thread.txt"
 run benchmarks/winograd_shapes.py | tee "$OUT/winograd_shapes.txt"
 run benchmarks/ops_bench.py --threads 2 --repeats 12 | tee "$OUT/ops_2threads.txt"
-if [ -n "${BEFORE:-}" ]; then run benchmarks/conv_ab.py --before "$BEFORE" | tee "$OUT/conv_threads.txt"; fi
+if [ -n "${BEFORE:-}" ]; then
+  run benchmarks/conv_ab.py --before "$BEFORE" | tee "$OUT/conv_threads.txt"
+  run benchmarks/conv_ab.py --before "$BEFORE" --clock process | tee "$OUT/conv_threads_cpu.txt"
+fi
 run benchmarks/step_ab.py --threads 1 --clock cpu "${before[@]}" | tee "$OUT/steps_1thread.txt"
 run benchmarks/step_ab.py --threads 2 "${before[@]}" | tee "$OUT/steps_2threads.txt"
 run benchmarks/train_step.py --threads 1 2 | tee "$OUT/train_step_memory.txt"   # fresh processes: peak memory
