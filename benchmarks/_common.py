@@ -98,8 +98,17 @@ def header_lines(threads):
         f"machine : {cpu_model()}, {os.cpu_count()} logical CPUs, {load_line()}",
         f"python  : {platform.python_version()}, numpy {np.__version__}",
         f"BLAS    : {blas_description()}",
-        f"threads : {threads if threads is not None else 'default'} (env: {env})",
+        f"threads : {threads if threads is not None else 'default'} (env: {env}); minires.get_num_threads() = "
+        f"{_minires_threads()}",
     ]
+
+
+def _minires_threads():
+    """minires's thread count and whether it could hold OpenBLAS at one thread inside its pool."""
+    import minires
+    from minires.backend import blas_threads_limited
+    n = minires.get_num_threads()
+    return f"{n} ({'OpenBLAS held at 1 thread inside its pool' if blas_threads_limited() else 'BLAS threads not controlled'})"
 
 
 def block_times(fns, repeats, warmup, sync=lambda: None, rounds=2, pause=0.05, clock=time.perf_counter):

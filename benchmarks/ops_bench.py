@@ -20,7 +20,9 @@ THREADS = _common.apply_threads_from_argv()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -49,6 +51,11 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=4,
                    help="blocks per contender, alternating minires and PyTorch (spreads bursts of load)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference column")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default), or the calling thread's CPU time: steadier on a loaded machine, "
+                        "meaningful only at --threads 1 (where every library computes on the calling thread)")
+    p.add_argument("--algorithms", nargs="+", choices=["im2col", "winograd"], default=["im2col", "winograd"],
+                   help="conv algorithms to time on the CPU (one row each; Winograd on stride-1 shapes only)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args()
 
@@ -71,8 +78,8 @@ def channel_major(a):
     return xp.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
 
 
-def cases(rng):
-    """(name, input shape text, minires maker, torch maker). ``minires_maker(device)`` and
+def cases(rng, algorithms):
+    """(name, input shape text, minires maker, torch maker); one conv row per algorithm that applies. ``minires_maker(device)`` and
     ``torch_maker(torch, device)`` return a no-argument callable running forward + backward once."""
     out = []
     for label, cin, cout, size, stride in CONV_SHAPES:
@@ -80,7 +87,11 @@ def cases(rng):
         w = (rng.standard_normal((cout, cin, 3, 3), dtype=np.float32) * 0.1).astype(np.float32)
         osize = (size + 2 - 3) // stride + 1
         gy = rng.standard_normal((BATCH, cout, osize, osize), dtype=np.float32)
-        out.append((label, f"{BATCH}x{cin}x{size}x{size}", _conv_mr(x, w, gy, stride), _conv_torch(x, w, gy, stride)))
+        for algorithm in algorithms:
+            if algorithm == "winograd" and stride != 1:
+                continue
+            out.append((f"{label} {algorithm}", f"{BATCH}x{cin}x{size}x{size}", _conv_mr(x, w, gy, stride, algorithm),
+                        _conv_torch(x, w, gy, stride)))
     for c, size in ACT_SHAPES:
         x = rng.standard_normal((BATCH, c, size, size), dtype=np.float32)
         gy = rng.standard_normal(x.shape, dtype=np.float32)
@@ -101,14 +112,14 @@ def _mr_arrays(device, *arrays):
     return [channel_major(a) if a.ndim == 4 else a for a in out]
 
 
-def _conv_mr(x, w, gy, stride):
+def _conv_mr(x, w, gy, stride, algorithm):
     def make(device):
         xd, gyd = _mr_arrays(device, x, gy)
         wd = minires.backend.to_device(w, device)  # weights stay plain contiguous (O, C, kh, kw)
         xt, wt = minires.Tensor(xd, requires_grad=True), minires.Tensor(wd, requires_grad=True)
 
         def run():
-            y = F.conv2d(xt, wt, stride=stride, padding=1)
+            y = F.conv2d(xt, wt, stride=stride, padding=1, algorithm=algorithm)
             y._ctx.backward(gyd)
         return run
     return make
@@ -198,11 +209,14 @@ def run_device(device, torch, args):
             torch.cuda.synchronize()
 
     rows = []
-    for name, shape, mr_make, torch_make in cases(np.random.default_rng(0)):
+    algorithms = args.algorithms if device == "cpu" else ["im2col"]  # Winograd is NumPy-only
+    for name, shape, mr_make, torch_make in cases(np.random.default_rng(0), algorithms):
         fns = {"minires": mr_make(device)}
         if tdev is not None:
             fns["torch"] = torch_make(torch, tdev)
-        med = _common.block_medians(fns, args.repeats, args.warmup, sync, rounds=args.rounds)
+        clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+        med = {name: statistics.median(ts) for name, ts in
+               _common.block_times(fns, args.repeats, args.warmup, sync, rounds=args.rounds, clock=clock).items()}
         row = {"device": device, "op": name, "shape": shape, "minires_ms": med["minires"] * 1e3,
                "torch_ms": med["torch"] * 1e3 if "torch" in med else None}
         row["ratio"] = row["minires_ms"] / row["torch_ms"] if row["torch_ms"] else None
@@ -215,12 +229,14 @@ def format_row(r):
     backend = "numpy" if r["device"] == "cpu" else "cupy"
     t = f"{r['torch_ms']:9.2f}" if r["torch_ms"] is not None else f"{'-':>9}"
     ratio = f"{r['ratio']:6.2f}x" if r["ratio"] is not None else f"{'-':>7}"
-    return f"{backend:6} {r['op']:26} {r['shape']:15} {r['minires_ms']:9.2f} {t} {ratio}"
+    return f"{backend:6} {r['op']:35} {r['shape']:15} {r['minires_ms']:9.2f} {t} {ratio}"
 
 
 def main():
     args = parse_args()
     limiter = _common.limit_blas_threads(THREADS)  # noqa: F841  (kept alive for the whole run)
+    if THREADS is not None:
+        minires.set_num_threads(THREADS)  # minires's pool; it holds BLAS at one thread
     torch = import_torch(args.no_torch)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     gpu = minires.gpu_available()
@@ -241,8 +257,8 @@ def main():
         header.append(f"cupy    : {cupy.__version__}, {cupy.cuda.runtime.getDeviceProperties(0)['name'].decode()}")
     print("\n".join(header))
     print(f"batch {BATCH}, float32, forward + backward, median of {args.repeats} calls in {args.rounds} "
-          f"alternating blocks, each after {args.warmup} warm-up calls (ms)")
-    print(f"{'device':6} {'op':26} {'input':15} {'minires':>9} {'torch':>9} {'ratio':>7}")
+          f"alternating blocks, each after {args.warmup} warm-up calls (ms, {args.clock} clock)")
+    print(f"{'device':6} {'op':35} {'input':15} {'minires':>9} {'torch':>9} {'ratio':>7}")
 
     rows = []
     for device in devices:

@@ -40,13 +40,16 @@ def _batch(batch, seed=0):
     return rng.standard_normal((batch, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, batch)
 
 
-def _minires_step(depth, batch, device):
+def _minires_step(depth, batch, device, threads, algorithm):
     sys.path.insert(0, ROOT)
     import minires
     import minires.functional as F
+    import minires.ops.conv
     from minires.models import cifar_resnet
     from minires.optim import SGD
 
+    minires.set_num_threads(threads)
+    minires.ops.conv.set_default_algorithm(algorithm)
     model = cifar_resnet(depth, seed=0).to(device)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = _batch(batch)
@@ -198,12 +201,12 @@ def _mygrad_step(depth, batch):
     return step
 
 
-def measure(framework, model, threads, batch, warmup, steps, device):
+def measure(framework, model, threads, batch, warmup, steps, device, algorithm="auto", clock="wall"):
     """Run in a fresh process: median step time and peak memory growth of one configuration."""
     import numpy as np
     depth = DEPTHS[model]
     if framework == "minires":
-        step = _minires_step(depth, batch, device)
+        step = _minires_step(depth, batch, device, threads, algorithm)
     elif framework == "minires-graph":
         step = _minires_graph_step(depth, batch)
     elif framework == "torch":
@@ -213,11 +216,12 @@ def measure(framework, model, threads, batch, warmup, steps, device):
     base = _memory(framework, device)
     for _ in range(warmup):
         step()
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t = now()
         step()
-        times.append(time.perf_counter() - t)
+        times.append(now() - t)
     peak = _memory(framework, device)
     median = float(np.median(times))
     return {"framework": framework, "model": model, "device": device, "threads": threads,
@@ -240,18 +244,23 @@ def _memory(framework, device):
 
 # --------------------------------------------------------------------------- per-op profile
 
-def profile(model, batch, steps, device):
+def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     """Time minires' ops by class (forward and backward separately), the optimiser, and the rest."""
     sys.path.insert(0, ROOT)
     import numpy as np
 
     import minires.functional as F
+    import minires.ops.conv
+    import minires.ops.winograd  # noqa: F401  (imported by conv2d on first use; its op class must exist before the scan below)
     from minires.engine import Function
     from minires.models import cifar_resnet
     from minires.optim import SGD
     import minires
 
+    minires.set_num_threads(threads)
+    minires.ops.conv.set_default_algorithm(algorithm)
     sync = _cupy_sync if device == "gpu" else (lambda: None)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
     totals = {}
 
     def timed(cls, method, key):
@@ -259,10 +268,10 @@ def profile(model, batch, steps, device):
 
         def wrapper(self, *args):
             sync()
-            t = time.perf_counter()
+            t = now()
             out = original(self, *args)
             sync()
-            totals[key] = totals.get(key, 0.0) + time.perf_counter() - t
+            totals[key] = totals.get(key, 0.0) + now() - t
             return out
         setattr(cls, method, wrapper)
 
@@ -293,12 +302,13 @@ def profile(model, batch, steps, device):
         sync()
     step()
     totals.clear()
-    start = time.perf_counter()
+    start = now()
     for _ in range(steps):
         step()
-    wall = (time.perf_counter() - start) / steps
+    wall = (now() - start) / steps
     rows = sorted(((k, v / steps) for k, v in totals.items()), key=lambda kv: -kv[1])
-    print(f"\nper-op profile, minires {model} batch {batch} on {device}: {1000 * wall:.1f} ms per step "
+    print(f"\nper-op profile, minires {model} batch {batch} on {device}, {threads} thread(s), conv algorithm "
+          f"{algorithm}, {clock} clock: {1000 * wall:.1f} ms per step "
           f"(timers add a sync per op, so the total runs a little slower than unprofiled)")
     print(f"{'op':<28}{'ms/step':>10}{'share':>8}")
     for k, v in rows:
@@ -325,7 +335,8 @@ def run_child(args, framework, model, threads, device):
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--child", framework, model, str(threads), device,
-           "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+           "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--algorithm", args.algorithm, "--clock", args.clock]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f"  {framework} {model} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -333,10 +344,11 @@ def run_child(args, framework, model, threads, device):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def header(threads):
+def header(threads, algorithm):
     import numpy as np
-    lines = [f"python {sys.version.split()[0]}, numpy {np.__version__}, threads {threads}, "
-             f"load average {os.getloadavg()[0]:.2f}"]
+    lines = [f"python {sys.version.split()[0]}, numpy {np.__version__}, threads {threads} (minires.set_num_threads"
+             f"({threads}), BLAS at 1 thread inside minires's pool; torch.set_num_threads({threads}); mygrad: "
+             f"OPENBLAS_NUM_THREADS={threads}), minires conv algorithm {algorithm}, load average {os.getloadavg()[0]:.2f}"]
     try:
         from threadpoolctl import threadpool_info
         for info in threadpool_info():
@@ -361,6 +373,11 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="per-op profile of minires instead of the table")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time (default), or the main thread's CPU time: steadier on a loaded machine, "
+                        "meaningful only with 1 thread (every framework then computes on its main thread)")
+    p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
+                   help="minires's conv algorithm (minires.ops.conv.set_default_algorithm; default auto)")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--child", nargs=4, metavar=("FRAMEWORK", "MODEL", "THREADS", "DEVICE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -368,14 +385,15 @@ def main(argv=None):
     if args.child:
         framework, model, threads, device = args.child
         _set_threads(int(threads))
-        print(json.dumps(measure(framework, model, int(threads), args.batch, args.warmup, args.steps, device)))
+        print(json.dumps(measure(framework, model, int(threads), args.batch, args.warmup, args.steps, device,
+                                 args.algorithm, args.clock)))
         return 0
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if args.profile:
         _set_threads(args.threads[0])  # before NumPy loads in profile(): OpenBLAS reads it once
         for device in devices:
             for model in args.models:
-                profile(model, args.batch, args.steps, device)
+                profile(model, args.batch, args.steps, device, args.threads[0], args.algorithm, args.clock)
         return 0
 
     results = []
@@ -383,7 +401,7 @@ def main(argv=None):
         threads_list = args.threads if device == "cpu" else [args.threads[0]]
         frameworks = [f for f in args.frameworks if available(f, device) and not (f == "mygrad" and device == "gpu")]
         for threads in threads_list:
-            print(header(threads) if device == "cpu" else f"device gpu")
+            print(header(threads, args.algorithm) if device == "cpu" else f"device gpu")
             print(f"{'model':<10}{'framework':<15}{'device':<8}{'img/s':>9}{'ms/step':>10}{'peak MiB':>10}"
                   f"{'torch time / ours':>19}")
             for model in args.models:

@@ -9,7 +9,7 @@ Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autogr
 ``cli`` (the paper's recipe and ``python -m minires.train``) -> ``experiments`` (the paper's
 figures). ``_checks`` holds the argument checks every layer shares.
 """
-from .backend import get_array_module, gpu_available
+from .backend import get_array_module, get_num_threads, gpu_available, set_num_threads
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
 from . import functional
 functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
@@ -21,5 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
-    "gpu_available", "get_array_module", "functional", "nn", "models", "optim", "data", "summary",
+    "gpu_available", "get_array_module", "set_num_threads", "get_num_threads", "functional", "nn", "models",
+    "optim", "data", "summary",
 ]

@@ -11,6 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from . import data as datasets
+from .backend import set_num_threads
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, config_from_dict
 from .rundir import default_out, load_model, model_name
@@ -80,6 +81,8 @@ def build_parser():
     add_config_options(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (minires.set_num_threads; default: OMP_NUM_THREADS, else every CPU)")
     return p
 
 
@@ -117,6 +120,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+        if args.threads is not None:
+            set_num_threads(args.threads)
     except (TypeError, ValueError) as e:  # a bad value: argparse's usage message and exit code 2
         parser.error(str(e))
     try:

@@ -29,6 +29,14 @@ backward 1.7x faster than the whole batch at once on the 16-channel 32x32 shape,
 32 channels 16x16, 1.04x at 64 channels 8x8 (benchmarks/README.md). On the GPU the whole
 batch is one chunk: a GPU wants big kernels, and CuPy's memory pool makes allocations cheap.
 
+Threads (NumPy only): the chunks are independent, so ``get_num_threads()`` worker threads
+each take whole chunks end to end (pad, im2col, matmul, col2im) with BLAS at one thread; NumPy
+releases the GIL inside all four, so the copies, single-threaded before, use every core too.
+
+A second algorithm, Winograd F(2x2, 3x3), lives in ``winograd.py``; ``conv2d(...,
+algorithm="auto")`` (the default) uses it for the 3x3 stride-1 shapes where it measured
+faster, and this file everywhere else.
+
 Memory: backward needs the columns again. Saving them would keep kh*kw = 9 copies of every
 conv's input alive until backward (about 0.8 GB for ResNet-20 at batch 128, eight times its
 conv inputs); recomputing them from x, which the graph keeps anyway, costs one more im2col
@@ -36,7 +44,8 @@ per chunk, 13-20% of a conv's forward + backward time on ResNet-20's shapes. We 
 """
 import numpy as np
 
-from ..backend import get_array_module
+from .._checks import pair
+from ..backend import get_array_module, get_num_threads, parallel_map
 from ..engine import Function, as_tensor
 
 # Size of one chunk's column matrix on the CPU: 8 MB is 14 images of a 16-channel 32x32 3x3
@@ -97,19 +106,34 @@ def col2im(cols, padded_shape, kh, kw, sh, sw, oh, ow):
     return out
 
 
-def batch_chunks(x, rows, pixels_per_image):
-    """Split the batch of x into (images, columns) slice pairs, each with about CHUNK_BYTES of columns.
+def batch_chunks(x, rows, pixels_per_image, chunk_bytes=None):
+    """Split the batch of x into (images, columns) slice pairs, each with about ``chunk_bytes``
+    (default CHUNK_BYTES) of columns.
 
     ``rows`` is the column matrix's height (C*kh*kw); ``images`` slices the batch axis and
     ``columns`` the matching columns of an (O, N*OH*OW) matrix (each image owns
-    ``pixels_per_image`` = OH*OW consecutive columns). On the GPU the whole batch is one chunk.
+    ``pixels_per_image`` = OH*OW consecutive columns). On the CPU the number of chunks is a
+    multiple of the thread count, so the worker threads get equal shares; on the GPU the
+    whole batch is one chunk.
     """
     n = x.shape[0]
     step = n
     if get_array_module(x) is np:
-        step = max(1, CHUNK_BYTES // (rows * pixels_per_image * x.dtype.itemsize))
+        threads = get_num_threads()
+        chunks = -(-n * rows * pixels_per_image * x.dtype.itemsize // (chunk_bytes or CHUNK_BYTES))
+        chunks = min(n, -(-chunks // threads) * threads)
+        step = -(-n // chunks)
     return [(slice(a, min(a + step, n)), slice(a * pixels_per_image, min(a + step, n) * pixels_per_image))
             for a in range(0, n, step)]
+
+
+def for_each_chunk(fn, chunks, xp):
+    """``[fn(chunk) for chunk in chunks]``: on NumPy data on ``get_num_threads()`` threads at
+    once (each takes whole chunks end to end; NumPy releases the GIL inside copies, adds and
+    BLAS), on CuPy data in order (the GPU runs its kernels in parallel by itself)."""
+    if xp is np:
+        return parallel_map(fn, chunks)
+    return [fn(chunk) for chunk in chunks]
 
 
 class Conv2d(Function):
@@ -129,9 +153,13 @@ class Conv2d(Function):
         oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
         w2 = weight.reshape(o, -1)
         out = xp.empty((o, n * oh * ow), dtype=x.dtype)
-        for images, columns in batch_chunks(x, c * kh * kw, oh * ow):
+
+        def chunk_forward(chunk):
+            images, columns = chunk
             cols = im2col(pad_channel_major(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
             xp.matmul(w2, cols, out=out[:, columns])
+
+        for_each_chunk(chunk_forward, batch_chunks(x, c * kh * kw, oh * ow), xp)
         if bias is not None:
             out += bias[:, None]
         self.x, self.weight = x, weight  # x is kept alive by the graph anyway: saving it is free
@@ -149,44 +177,77 @@ class Conv2d(Function):
         gy2 = gy.transpose(1, 0, 2, 3).reshape(o, -1)  # a view when gy is channel-major, else one copy
         needs = self.needs_input_grad
         gx = xp.empty((c, n, h, w), dtype=x.dtype) if needs[0] else None  # channel-major, like x
-        gw_t = xp.zeros_like(w2.T) if needs[1] else None  # dW^T (C*kh*kw, O)
-        for images, columns in batch_chunks(x, c * kh * kw, oh * ow):
+
+        def chunk_backward(chunk):  # returns this chunk's share of dW^T (C*kh*kw, O)
+            images, columns = chunk
             g = gy2[:, columns]
             nb = images.stop - images.start
+            gw_t = None
             if needs[1]:
                 cols = im2col(pad_channel_major(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
-                gw_t += cols @ g.T  # dW^T = cols @ dy2^T: OpenBLAS runs it 1.2-1.6x faster than dy2 @ cols^T
+                gw_t = cols @ g.T  # dW^T = cols @ dy2^T: OpenBLAS runs it 1.2-1.6x faster than dy2 @ cols^T
             if needs[0]:
                 gpad = col2im(w2.T @ g, (c, nb, h + 2 * ph, w + 2 * pw), kh, kw, sh, sw, oh, ow)
                 gx[:, images] = gpad[:, :, ph:ph + h, pw:pw + w]
+            return gw_t
+
+        shares = for_each_chunk(chunk_backward, batch_chunks(x, c * kh * kw, oh * ow), xp)
+        gw_t = sum(shares[1:], shares[0]) if needs[1] else None
         gb = gy2.sum(axis=1) if needs[2] else None
         return (None if gx is None else gx.transpose(1, 0, 2, 3),
                 None if gw_t is None else gw_t.T.reshape(weight.shape), gb)
 
 
-def _pair(name, arg, value, minimum):
-    """An int or a pair of ints as a pair, each at least ``minimum``."""
-    try:
-        pair = (value, value) if isinstance(value, int) else tuple(value)
-    except TypeError:
-        raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}") from None
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name}: {arg} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name}: {arg} must be >= {minimum}, got {value!r}")
-    return pair
+ALGORITHMS = ("auto", "im2col", "winograd")
+default_algorithm = "auto"  # what conv2d(..., algorithm=None) uses; set_default_algorithm changes it
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
+def set_default_algorithm(name):
+    """Make ``name`` ("auto", "im2col" or "winograd") the algorithm of every conv2d call that does
+    not name one (nn.Conv2d's included), e.g. ``set_default_algorithm("im2col")`` to run only
+    the reference implementation."""
+    global default_algorithm
+    default_algorithm = _check_algorithm("set_default_algorithm", name)
+
+
+def _check_algorithm(fname, name):
+    if name not in ALGORITHMS:
+        raise ValueError(f"{fname}: algorithm must be one of {ALGORITHMS}, got {name!r}")
+    return name
+
+
+def choose_algorithm(x, weight, stride, padding):
+    """"winograd" where it applies and measured faster than im2col, else "im2col" (what "auto" runs).
+
+    Measured (1 thread, forward + backward, batch 128, benchmarks/README.md): Winograd is 1.3-2x
+    faster for 8 to 64 input channels at 8 px and more (every stride-1 conv of a CIFAR ResNet
+    but the first), slower for the 3-channel stem (0.3x: its dx is not needed, and Winograd's dy
+    transform costs more than im2col's small dW product) and at 128 channels on 8 px (0.84x:
+    the products dominate, and the 16 small ones run slower than im2col's one large one).
+    On the GPU im2col is the only path.
+    """
+    from .winograd import winograd_applies
+    if get_array_module(x) is not np or not winograd_applies(weight.shape, stride):
+        return "im2col"
+    channels, (h, w) = x.shape[1], x.shape[2:]
+    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
+    return "winograd" if 8 <= channels <= 64 and min(oh, ow) >= 8 else "im2col"
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``.
 
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None; stride and padding are ints
     or (h, w) pairs. Returns (N, O, OH, OW) with OH = (H + 2*pad - kh) // stride + 1.
+
+    ``algorithm``: "im2col" (this file, any shape), "winograd" (``winograd.py``: 3x3 kernels
+    at stride 1, NumPy data only), "auto" (Winograd on NumPy data where it
+    applies and measured faster, else im2col), or None for ``default_algorithm``.
     """
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)
-    stride = _pair("conv2d", "stride", stride, 1)
-    padding = _pair("conv2d", "padding", padding, 0)
+    stride = pair("conv2d", "stride", stride, 1)
+    padding = pair("conv2d", "padding", padding, 0)
     if x.ndim != 4:
         raise ValueError(f"conv2d: input x must be 4-D (N, C, H, W), got shape {x.shape}")
     if weight.ndim != 4:
@@ -208,4 +269,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.dtype != x.dtype:
             raise TypeError(f"conv2d: {name} has dtype {t.dtype} but x has {x.dtype}")
+    algorithm = _check_algorithm("conv2d", default_algorithm if algorithm is None else algorithm)
+    if algorithm == "auto":
+        algorithm = choose_algorithm(x.data, weight.data, stride, padding)
+    if algorithm == "winograd":
+        from .winograd import Winograd2d, winograd_applies  # winograd.py builds on this file's helpers
+        if get_array_module(x.data) is not np:
+            raise ValueError("conv2d: algorithm 'winograd' runs on NumPy (CPU) data only; use 'im2col' or 'auto' on the GPU")
+        if not winograd_applies(weight.shape, stride):
+            raise ValueError(
+                f"conv2d: algorithm 'winograd' needs a 3x3 kernel and stride 1, got weight shape "
+                f"{weight.shape} and stride {stride} (use 'im2col' or 'auto')"
+            )
+        return Winograd2d(padding)(x, weight, bias)
     return Conv2d(stride, padding)(x, weight, bias)
