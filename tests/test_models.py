@@ -173,6 +173,84 @@ def test_preactivation_block_has_nothing_after_the_addition():
     assert net(Tensor(rand((2, 3, 16, 16)))).shape == (2, 10)
 
 
+# ----------------------------------------------------------------------- zero_init_residual
+
+@pytest.mark.parametrize("make", [lambda g: BasicBlock(4, 4, generator=g), lambda g: Bottleneck(16, 4, generator=g)])
+def test_zero_residual_post_activation_block_is_the_identity_on_nonnegative_input(make):
+    block = perturb_bn(make(np.random.default_rng(0))).zero_residual_()
+    assert np.all(block.last_bn.weight.data == 0) and np.all(block.last_bn.bias.data == 0)
+    assert np.all(block.bn1.weight.data != 0)  # only the branch's last BN is zeroed
+    x = rand((2, block.in_channels, 5, 5))
+    for mode in (True, False):
+        block.train(mode)
+        np.testing.assert_array_equal(block(Tensor(np.abs(x))).numpy(), np.abs(x))  # exactly the identity
+        # relu(0 + x): inputs of either sign come out as relu(x), not x; the ReLU gates the shortcut
+        np.testing.assert_array_equal(block(Tensor(x)).numpy(), np.maximum(x, 0))
+
+
+def test_zero_residual_post_activation_downsampling_block_is_its_shortcut():
+    x = np.abs(rand((2, 4, 6, 6)))
+    block_a = BasicBlock(4, 8, stride=2, shortcut="A", generator=np.random.default_rng(0)).zero_residual_()
+    np.testing.assert_array_equal(block_a(Tensor(x)).numpy(), ZeroPadShortcut(4, 8, 2)(Tensor(x)).numpy())
+    block_b = perturb_bn(BasicBlock(4, 8, stride=2, shortcut="B", generator=np.random.default_rng(0)))
+    block_b.zero_residual_().eval()
+    projected = block_b.downsample(Tensor(x)).numpy()  # a projection: not the identity, and of either sign
+    assert (projected < 0).any()
+    np.testing.assert_array_equal(block_b(Tensor(x)).numpy(), np.maximum(projected, 0))
+
+
+def test_zero_residual_pre_activation_block_is_the_identity_on_any_input():
+    block = perturb_bn(PreActBasicBlock(4, 4, generator=np.random.default_rng(0))).zero_residual_()
+    assert np.all(block.last_conv.weight.data == 0)
+    x = rand((2, 4, 5, 5))
+    assert (x < 0).any()
+    for mode in (True, False):
+        block.train(mode)
+        np.testing.assert_array_equal(block(Tensor(x)).numpy(), x)  # no ReLU after the addition
+    down = perturb_bn(PreActBasicBlock(4, 8, stride=2, generator=np.random.default_rng(0))).zero_residual_().eval()
+    a = down.relu(down.bn1(Tensor(x)))  # option A acts on the pre-activated input, as in the authors' code
+    np.testing.assert_array_equal(down(Tensor(x)).numpy(), down.downsample(a).numpy())
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_zero_init_residual_network_is_its_stem_and_shortcuts(preact):
+    """With every branch at zero, the whole CIFAR net is stem -> shortcuts -> classifier."""
+    model = cifar_resnet(14, width=4, preact=preact, zero_init_residual=True, seed=0)
+    zeroed = [b.last_conv.weight if preact else b.last_bn.weight for b in model.blocks()]
+    assert all(np.all(w.data == 0) for w in zeroed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert sum(np.all(m.weight.data == 0) for m in bns) == (0 if preact else len(model.blocks()))
+    x = Tensor(rand((3, 3, 8, 8)))
+    h = model.conv1(x) if preact else model.relu(model.bn1(model.conv1(x)))
+    for b in model.blocks():
+        if b.downsample is not None:
+            h = b.downsample(b.relu(b.bn1(h)) if preact else h)
+    if preact:
+        h = model.relu(model.bn_final(h))
+    want = model.fc(model.flatten(model.avgpool(h))).numpy()
+    np.testing.assert_allclose(model(x).numpy(), want, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_zero_initialised_branches_still_get_gradients(preact):
+    """The branch outputs 0, but the zeroed weights get a gradient: training can move them at once,
+    while the branch's earlier convolutions get none until then."""
+    model = cifar_resnet(8, width=4, preact=preact, zero_init_residual=True, seed=0)
+    minires.functional.cross_entropy(model(Tensor(rand((4, 3, 8, 8)))), np.array([0, 1, 2, 3])).backward()
+    for b in model.blocks():
+        zeroed = b.last_conv.weight if preact else b.last_bn.weight
+        assert np.abs(zeroed.grad).max() > 0
+        assert np.all(b.conv1.weight.grad == 0)
+
+
+def test_zero_init_residual_in_imagenet_bottleneck_nets():
+    model = imagenet_resnet(50, width=4, zero_init_residual=True, seed=0)
+    assert all(np.all(b.bn3.weight.data == 0) and np.all(b.bn2.weight.data == 1) for b in model.blocks())
+    assert not any(np.all(b.bn3.weight.data == 0) for b in imagenet_resnet(50, width=4, seed=0).blocks())
+    with pytest.raises(ValueError, match="zero_init_residual act on residual branches"):
+        cifar_resnet(20, plain=True, zero_init_residual=True)
+
+
 # ----------------------------------------------------------------------- initialisation
 
 def test_same_seed_same_network_and_he_initialisation():

@@ -152,8 +152,9 @@ class _PostActivationBlock(_Block):
         return self.relu(out + self.shortcut(x))  # the addition comes before the final ReLU
 
     def zero_residual_(self):
-        """Make F(x) = 0 exactly: the last BN outputs 0 * x_hat + 0. The block becomes the
-        identity on non-negative inputs (where the shortcut is the identity)."""
+        """Make F(x) = 0 exactly: the last BN outputs 0 * x_hat + 0 (weight and bias 0). The block
+        becomes y = relu(shortcut(x)): the identity on non-negative inputs where the shortcut is
+        the identity (y = relu(x) for inputs of either sign). Returns self."""
         init.zeros_(self.last_bn.weight)
         init.zeros_(self.last_bn.bias)
         return self
@@ -231,7 +232,10 @@ class _PreActivationBlock(_Block):
         return self._scale_at_test(self.residual(a)) + shortcut
 
     def zero_residual_(self):
-        """Make F = 0 exactly (the last convolution's weights are 0): the block is the identity."""
+        """Make F = 0 exactly: the last convolution's weights are 0, so y = shortcut, which is x
+        itself (of any sign) for an identity shortcut. (Zeroing the BN before that convolution
+        would not do: relu(0 * x_hat + 0) = 0 lets no gradient through the ReLU, and the branch
+        could never start to learn.) Returns self."""
         init.zeros_(self.last_conv.weight)
         return self
 

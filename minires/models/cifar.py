@@ -42,6 +42,7 @@ def cifar_resnet(depth, plain=False, shortcut="A", num_classes=10, in_channels=3
     numpy Generator) makes the initial weights reproducible. Other options: see ``ResNet``.
 
     >>> model = cifar_resnet(20, seed=0)      # ResNet-20, option A, 269,722 parameters
+    >>> model = cifar_resnet(110, preact=True, zero_init_residual=True)  # every branch starts at 0
     """
     n = cifar_blocks_per_stage(depth, block)
     return ResNet(block, (n, n, n), (width, 2 * width, 4 * width), stem="cifar", num_classes=num_classes,

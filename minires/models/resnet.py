@@ -38,7 +38,15 @@ class ResNet(nn.Module):
         preact: use pre-activation blocks (He et al. 2016) and a final BN-ReLU.
         stochastic_depth: drop probability of the *last* block, p_L (0 = off; Huang et al. use 0.5).
             Block l of L has p_l = l / L * p_L, a linear decay of the survival probability.
-        zero_init_residual: start every residual branch at zero (each block is the identity).
+        zero_init_residual: start every residual branch at zero (Goyal et al. 2017; torchvision's
+            option of the same name). Post-activation blocks get the weight (gamma) of their last BN
+            set to 0 (its bias is 0 already), so F(x) = 0 and a block computes relu(shortcut(x)):
+            the identity on its input, which is non-negative (it comes out of a ReLU), wherever
+            the shortcut is the identity. Pre-activation branches end with a convolution, whose
+            weights are set to 0: the block computes shortcut, i.e. x itself for identity
+            shortcuts. Blocks that change the shape still subsample (option A) or project (B, C).
+            Only the branch's output is zero: the zeroed weights get non-zero gradients, so
+            training moves them away from 0 at the first step.
         init_mode: ``'fan_in'`` or ``'fan_out'`` for He initialisation (see ``he_init_``).
         seed: an int, None, or a ``numpy.random.Generator``: all random numbers of the network
             (initial weights, and stochastic depth's coin flips) come from it. The generator's
