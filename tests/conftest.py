@@ -25,3 +25,10 @@ DEVICES = [
 def device(request):
     """'cpu' or 'gpu': move inputs with ``Tensor(...).to(device)`` or ``minires.backend.to_device``."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def learner_mode(monkeypatch):
+    """Exercise checks return their result, as in the learner's notebook; they do not raise as in
+    CI's run of the notebooks with the solutions (MINIRES_EXERCISES=solutions)."""
+    monkeypatch.delenv("MINIRES_EXERCISES", raising=False)

@@ -1,13 +1,9 @@
-"""The exercise of notebook 10 (the SGD step): its check says "not done" on the skeleton taken from
-the notebook, "failed" on planted wrong solutions (with the hint for that mistake), "passed" on the
-reference solution in notebooks/solutions/10_training_recipe.py."""
+"""The exercise of notebook 10 (the SGD step): its check says "failed" on planted wrong solutions,
+with the hint for that mistake (the contract, skeleton and solution: tests/test_exercises.py)."""
 import pytest
 
-from minires.exercises import ExerciseFailed
 from minires.exercises.recipe import check_sgd_step
-from notebook_tools import exercise_cells, read, run_source, solution_blocks
-
-NOTEBOOK = "10_training_recipe.ipynb"
+from notebook_tools import run_source
 
 # Planted mistakes: (source, a phrase of the hint the check must give)
 WRONG = {
@@ -47,21 +43,6 @@ def sgd_step(w, grad, v, lr, momentum, weight_decay):
 }
 
 
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.delenv("MINIRES_EXERCISES", raising=False)  # results are returned, not raised
-
-
-def test_the_notebook_has_the_exercise_and_its_solution():
-    assert set(exercise_cells(read(NOTEBOOK))) == {"sgd_step"} == set(solution_blocks(NOTEBOOK))
-
-
-def test_skeleton_is_not_done():
-    skeleton = exercise_cells(read(NOTEBOOK))["sgd_step"].source
-    result = check_sgd_step(run_source(skeleton)["sgd_step"])
-    assert result.status == "not done", result
-
-
 @pytest.mark.parametrize("mistake", sorted(WRONG))
 def test_planted_mistake_fails_with_its_hint(mistake):
     source, hint = WRONG[mistake]
@@ -83,15 +64,3 @@ lr_before = [0.0]
 """
     result = check_sgd_step(run_source(source)["sgd_step"])
     assert result.status == "failed" and "step 4" in result.message and "weights" in result.message, result
-
-
-def test_solution_passes():
-    result = check_sgd_step(run_source(solution_blocks(NOTEBOOK)["sgd_step"])["sgd_step"])
-    assert result.status == "passed", result
-    assert "bit for bit" in result.message
-
-
-def test_solutions_mode_raises_on_a_wrong_solution(monkeypatch):
-    monkeypatch.setenv("MINIRES_EXERCISES", "solutions")
-    with pytest.raises(ExerciseFailed, match="sgd_step"):
-        check_sgd_step(run_source(WRONG["decay after momentum"][0])["sgd_step"])

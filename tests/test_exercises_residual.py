@@ -1,47 +1,19 @@
 """Notebook 04's exercise checks (minires.exercises.residual) can fail, and pass only on a right answer.
 
-Each check is run on the untouched skeleton taken from the notebook's exercise cell ("not done"),
-on planted wrong solutions, each a usual mistake ("failed", with the hint naming it), and on the
-reference solution from notebooks/solutions/04_residual_block.py ("passed").
+Each check is run on planted wrong solutions, each a usual mistake ("failed", with the hint naming
+it); the skeleton and the reference solution are held to the contract in tests/test_exercises.py.
 """
-import numpy as np
 import pytest
 
-import minires.functional as F
-from minires import Tensor
-from minires.exercises import ExerciseFailed, todo
+from minires.exercises import ExerciseFailed
 from minires.exercises.residual import check_basic_block_forward, check_option_a_shortcut
-from notebook_tools import exercise_cells, read, run_source, solution_blocks
-
-NOTEBOOK = "04_residual_block.ipynb"
-CHECKS = {"basic_block_forward": check_basic_block_forward, "option_a_shortcut": check_option_a_shortcut}
-
-
-@pytest.fixture(autouse=True)
-def learner_mode(monkeypatch):
-    monkeypatch.delenv("MINIRES_EXERCISES", raising=False)  # the learner's default: checks report, never raise
+from exercise_tools import learner_namespace
+from notebook_tools import run_source
 
 
 def define(source, name):
     """Run exercise source as the notebook would (its setup cell imported these) and return ``name``."""
-    return run_source(source, {"np": np, "F": F, "Tensor": Tensor, "todo": todo})[name]
-
-
-def test_the_notebook_has_exactly_these_exercises_and_solutions():
-    assert set(exercise_cells(read(NOTEBOOK))) == set(CHECKS) == set(solution_blocks(NOTEBOOK))
-
-
-@pytest.mark.parametrize("name", sorted(CHECKS))
-def test_untouched_skeleton_is_not_done(name):
-    result = CHECKS[name](define(exercise_cells(read(NOTEBOOK))[name].source, name))
-    assert result.status == "not done", result
-    assert "not done yet" in str(result)
-
-
-@pytest.mark.parametrize("name", sorted(CHECKS))
-def test_reference_solution_passes(name):
-    result = CHECKS[name](define(solution_blocks(NOTEBOOK)[name], name))
-    assert result.status == "passed", result
+    return run_source(source, learner_namespace())[name]
 
 
 BLOCK_MISTAKES = {

@@ -191,7 +191,9 @@ def test_presets_and_depths():
     args = degradation.resolve(degradation.build_parser().parse_args(["--preset", "gpu"]))
     assert (args.depths, args.seeds, args.epochs, args.device, args.warmup) == ([20, 32, 44, 56], [0, 1, 2], 30, "gpu", True)
     args = degradation.resolve(degradation.build_parser().parse_args(["--depths", "56", "20", "32", "--seeds", "0", "5"]))
-    assert (args.depths, args.seeds, args.epochs, args.device) == ([20, 32, 56], [0, 5], 30, "cpu")
+    assert (args.depths, args.seeds, args.epochs, args.device) == ([20, 32, 56], [0, 5], 20, "cpu")
+    args = degradation.resolve(degradation.build_parser().parse_args([]))
+    assert (args.depths, args.seeds, args.epochs, args.warmup) == ([14, 32], [0], 20, True)
     args = degradation.resolve(degradation.build_parser().parse_args(["--preset", "paper", "--epochs", "3"]))
     assert (args.epochs, args.iterations, args.milestones) == (3, None, None)
     with pytest.raises(SystemExit, match="6n\\+2"):

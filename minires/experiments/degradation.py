@@ -26,7 +26,6 @@ Interrupted? Run the same command again: finished runs are kept, unfinished ones
 """
 import argparse
 import json
-import math
 import os
 import sys
 import time
