@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from . import data as datasets
+from . import distributed
 from . import functional as F
 from .backend import check_device, to_numpy
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -68,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     progress: bool = True
+    distributed: bool = False     # data-parallel over the ranks of `mpiexec -n N` (minires.distributed)
+    sync_bn: bool = False         # batch-norm statistics over the whole global batch (nn.SyncBatchNorm)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -145,13 +148,18 @@ class Trainer:
 
     def __init__(self, cfg, log=print):
         self.cfg, self.log = cfg, log
+        self.dist = distributed.setup(cfg)  # distributed: this process alone, or this MPI rank
         cfg.device = check_device(cfg.device)
         self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
         self.mean = datasets.per_pixel_mean(self.x_train)
         model_seed, data_seed = np.random.SeedSequence(cfg.seed).spawn(2)
         self.model = build_model(cfg, cfg.device, seed=np.random.default_rng(model_seed))
+        if cfg.sync_bn:  # distributed
+            self.model = self.dist.convert_sync_batchnorm(self.model)
+        self.dist.broadcast_parameters(self.model)  # distributed: every rank starts from rank 0's weights
         self.loader = datasets.Loader(self.x_train, self.y_train, cfg.batch_size, shuffle=True, augment=True,
                                       mean=self.mean, device=cfg.device, rng=np.random.default_rng(data_seed))
+        self.loader = self.dist.shard(self.loader)  # distributed: this rank's slice of every global batch
         self.optimizer = SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                              weight_decay=cfg.weight_decay)
         self.total, self.milestones = plan(cfg, len(self.loader))
@@ -173,7 +181,8 @@ class Trainer:
 
     def save(self, name):
         path = os.path.join(self.cfg.out, name)
-        save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
+        if self.dist.is_root:  # distributed: rank 0 alone writes
+            save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
         return path
 
     def restore(self, ckpt):
@@ -200,6 +209,7 @@ class Trainer:
         model.train()
         start, seen = time.perf_counter(), 0
         for xb, yb in batches:
+            self.stop_requested = self.dist.should_stop(self.stop_requested)  # distributed: all ranks stop together
             if self.iteration >= self.total or self.stop_requested:
                 break
             self.schedule.step(self.iteration)
@@ -211,14 +221,16 @@ class Trainer:
                                     f"(epoch {self.epoch + 1}, lr {opt.param_groups[0]['lr']:g})")
             opt.zero_grad()
             loss.backward()
-            opt.step()
             errors = int((logits.data.argmax(axis=1) != yb).sum())
-            self.sums[0] += loss_value * len(yb)
-            self.sums[1] += errors
-            self.sums[2] += len(yb)
+            # distributed: one allreduce averages the gradients and sums the whole batch's statistics
+            loss_sum, errors, images = self.dist.average_gradients(model, (loss_value * len(yb), errors, len(yb)))
+            opt.step()
+            self.sums[0] += loss_sum
+            self.sums[1] += int(errors)
+            self.sums[2] += int(images)
             self.iteration += 1
             self.batch_in_epoch += 1
-            seen += len(yb)
+            seen += int(images)
             if isinstance(self.schedule, WarmupUntil):
                 self.schedule.observe_train_error(self.sums[1] / self.sums[2], self.iteration - 1)
             if bar is not None:
@@ -243,16 +255,16 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": self.sums[0] / self.sums[2], "train_err": self.sums[1] / self.sums[2],
                "val_loss": None, "val_err": None}
+        if not self.dist.is_root:  # distributed: rank 0 alone evaluates and writes
+            self._next_epoch(complete)
+            return None
         if self.x_val is not None:
             row["val_loss"], row["val_err"] = evaluate(self.model, self.x_val, self.y_val, self.mean,
                                                        cfg.device, cfg.eval_batch_size)
         row["test_loss"], row["test_err"] = evaluate(self.model, self.x_test, self.y_test, self.mean,
                                                      cfg.device, cfg.eval_batch_size)
         row["epoch_time_s"], row["img_per_s"] = elapsed, seen / max(elapsed, 1e-9)
-        if complete:
-            self.epoch += 1
-            self.batch_in_epoch, self.sums = 0, [0.0, 0.0, 0]
-            self.epoch_rng = self.loader.state_dict()  # the loader's rng is now at the next epoch's start
+        self._next_epoch(complete)
         selection = row["val_err"] if row["val_err"] is not None else row["test_err"]
         self.save("last.npz")
         if selection < self.best_err:
@@ -261,10 +273,16 @@ class Trainer:
         append_metrics(cfg.out, row)
         return row
 
+    def _next_epoch(self, complete):
+        if complete:
+            self.epoch += 1
+            self.batch_in_epoch, self.sums = 0, [0.0, 0.0, 0]
+            self.epoch_rng = self.loader.state_dict()  # the loader's rng is now at the next epoch's start
+
     def run(self):
         """Train up to the budget; returns the list of per-epoch metric rows of this call."""
         rows = []
-        bar_factory = _progress_bar if self.cfg.progress else (lambda **kw: None)
+        bar_factory = _progress_bar if self.cfg.progress and self.dist.is_root else (lambda **kw: None)
         previous = signal.getsignal(signal.SIGINT)
 
         def on_sigint(signum, frame):
@@ -286,8 +304,9 @@ class Trainer:
                     raise KeyboardInterrupt
                 if self.batch_in_epoch >= len(self.loader) or self.iteration >= self.total:
                     row = self.finish_epoch(elapsed, seen)
-                    rows.append(row)
-                    self.log(format_row(row, self.total))
+                    if row is not None:  # distributed: None on the ranks other than 0
+                        rows.append(row)
+                        self.log(format_row(row, self.total))
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
@@ -394,6 +413,12 @@ def load_model(path, device="cpu"):
 
 def train(cfg, resume=False, log=print):
     """Run (or resume) training for ``cfg``; returns a summary dict. The CLI and experiments call this."""
+    dist = distributed.setup(cfg)  # distributed: this process alone, or this MPI rank
+    with dist.abort_on_error():    # distributed: an error on any rank stops every rank
+        return _train(cfg, resume, log if dist.is_root else (lambda *a, **k: None), dist)
+
+
+def _train(cfg, resume, log, dist):
     if cfg.out is None:
         cfg.out = os.path.join("runs", run_name(cfg.plain, cfg.depth))
     os.makedirs(cfg.out, exist_ok=True)
@@ -401,24 +426,30 @@ def train(cfg, resume=False, log=print):
     last = os.path.join(cfg.out, "last.npz")
     if resume:
         trainer.restore(load_checkpoint(last))
-        truncate_metrics(cfg.out, trainer.epoch)
+        dist.broadcast_parameters(trainer.model)  # distributed: rank 0's weights on every rank
+        if dist.is_root:  # distributed
+            truncate_metrics(cfg.out, trainer.epoch)
         log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
-    else:
+    elif dist.is_root:  # distributed
         for name in ("metrics.csv", "metrics.jsonl"):
             if os.path.exists(os.path.join(cfg.out, name)):
                 os.remove(os.path.join(cfg.out, name))
-    with open(os.path.join(cfg.out, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
+    if dist.is_root:  # distributed
+        with open(os.path.join(cfg.out, "config.json"), "w") as f:
+            json.dump(asdict(cfg), f, indent=2)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
         f"images, {len(trainer.loader)} batches/epoch, {trainer.total} iterations, lr {cfg.lr} "
         f"divided by 10 at iterations {trainer.milestones}; writing to {cfg.out}")
+    if dist.size > 1:  # distributed
+        log(f"data-parallel over {dist.size} MPI ranks: {cfg.batch_size // dist.size} images per rank per step, "
+            f"{'synchronised' if cfg.sync_bn else 'per-rank'} batch-norm statistics")
     try:
         trainer.run()
     except NonFiniteLoss as e:
         log(f"stopping: {e}. The last good checkpoint is kept at {last}; try a lower --lr.")
         raise
-    rows = read_metrics(cfg.out)
+    rows = read_metrics(cfg.out) if dist.is_root else []  # distributed: rank 0 holds the results
     if rows:
         plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg.plain, cfg.depth)} on {cfg.dataset}")
     final = rows[-1] if rows else None
@@ -465,6 +496,11 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-only", metavar="CHECKPOINT", default=None, help="evaluate a checkpoint and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI ranks: mpiexec -n N python -m minires.train --distributed ... "
+                        "(needs mpi4py: pip install 'minires[mpi]'); same global batch and recipe")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distributed: batch-norm statistics over the whole global batch (default: each rank's slice)")
     return p
 
 
@@ -476,7 +512,7 @@ def config_from_args(args):
                        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, warmup=warmup,
                        device=args.device, dataset=args.dataset, data_dir=args.data_dir,
                        val_split=args.val_split, train_limit=args.train_limit, out=args.out, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, distributed=args.distributed, sync_bn=args.sync_bn)
 
 
 def config_from_dict(d):
@@ -515,6 +551,7 @@ def main(argv=None):
             if cfg.iterations is not None:
                 resumed.epochs = None
             resumed.out, resumed.progress, resumed.device = out, cfg.progress, cfg.device
+            resumed.distributed = cfg.distributed  # distributed: the run may resume on any number of ranks
             cfg = resumed
         train(cfg, resume=args.resume)
     except KeyboardInterrupt:
