@@ -1,6 +1,6 @@
 """What one MPI rank runs for tests/test_distributed.py: ``mpiexec -n 2 python tests/distributed_worker.py CASE OUT``.
 
-Cases:
+Cases (a third argument, 'gpu', runs the step cases on CuPy):
   step-sync, step-local   one SGD step of a float64 ResNet-8 on the same 128 images: this rank's
                           averaged gradients and updated parameters go to OUT/rank<r>.npz
   raise, nan              a training run in which rank 1 raises (or its loss becomes NaN) at
@@ -14,6 +14,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minires import distributed  # noqa: E402
+from minires.backend import to_numpy  # noqa: E402
 from minires import train as T  # noqa: E402
 from minires.engine import Tensor  # noqa: E402
 import minires.functional as F  # noqa: E402
@@ -36,9 +37,11 @@ def sgd(model):
     return SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
 
-def step(case, out):
-    group = distributed.setup(T.TrainConfig(distributed=True, batch_size=BATCH))
+def step(case, out, device="cpu"):
+    group = distributed.setup(T.TrainConfig(distributed=True, batch_size=BATCH, device=device))
     x, y, model = one_step_inputs()
+    model = model.to(device)
+    x, y = Tensor(x).to(device).data, Tensor(y).to(device).data
     if case == "step-sync":
         model = group.convert_sync_batchnorm(model)
     group.broadcast_parameters(model)
@@ -48,10 +51,10 @@ def step(case, out):
     loss = F.cross_entropy(model(Tensor(x[mine])), y[mine])
     loss.backward()
     (loss_sum,) = group.average_gradients(model, (loss.item() * k,))
-    grads = {f"grad.{n}": p.grad for n, p in model.named_parameters()}
+    grads = {f"grad.{n}": to_numpy(p.grad) for n, p in model.named_parameters()}
     opt.step()
-    params = {f"param.{n}": p.data for n, p in model.named_parameters()}
-    buffers = {f"buffer.{n}": b for n, b in model.named_buffers()}
+    params = {f"param.{n}": to_numpy(p.data) for n, p in model.named_parameters()}
+    buffers = {f"buffer.{n}": to_numpy(b) for n, b in model.named_buffers()}
     np.savez(os.path.join(out, f"rank{group.rank}.npz"), loss_sum=loss_sum, **grads, **params, **buffers)
 
 
@@ -82,6 +85,6 @@ def failing_run(case, out):
 if __name__ == "__main__":
     case, out = sys.argv[1], sys.argv[2]
     if case.startswith("step"):
-        step(case, out)
+        step(case, out, *sys.argv[3:])
     else:
         failing_run(case, out)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import minires.functional as F
-from minires import data, distributed, nn
+from minires import data, distributed, gpu_available, nn
 from minires import train as T
 from minires.checkpoint import load_checkpoint
 from minires.engine import Tensor
@@ -134,8 +134,11 @@ def _single_process_step(halves):
 
 @needs_mpi
 @pytest.mark.parametrize("bn", ["sync", "local"])
-def test_one_step_on_2_ranks_equals_one_process(bn, tmp_path):
-    mpirun(WORKER, f"step-{bn}", tmp_path)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not gpu_available(), reason="no GPU: CuPy is not installed or no CUDA device answers")])])
+def test_one_step_on_2_ranks_equals_one_process(bn, device, tmp_path):
+    """On the GPU both ranks share the device; the sums travel through host buffers unless MPI is CUDA-aware."""
+    mpirun(WORKER, f"step-{bn}", tmp_path, device)
     loss, grads, params, buffers = _single_process_step(halves=bn == "local")
     for rank in (0, 1):
         got = np.load(tmp_path / f"rank{rank}.npz")
