@@ -15,7 +15,7 @@ it is the communication and the flattening, not waiting for the slower rank; the
 reported apart), and a bare Allreduce of the same buffer. Then, on paper, what a step costs on
 N machines for ResNet-20 and ResNet-110 with ring allreduce at typical network bandwidths.
 
-    python benchmarks/distributed_bench.py                # everything (about 3 minutes on 2 cores)
+    python benchmarks/distributed_bench.py                # everything (about 5 minutes on 2 idle cores)
     python benchmarks/distributed_bench.py --steps 6 --rounds 2 --json out.json
     python benchmarks/distributed_bench.py --paper-only   # the on-paper table from a measured step time
 
@@ -40,6 +40,7 @@ CONFIGS = [  # (name, ranks, threads per rank)
     ("2 ranks x 1 thread", 2, 1),
     ("2 ranks x 2 threads", 2, 2),
 ]
+MACHINES = (1, 2, 4, 8, 16, 32, 64)  # the on-paper table's N
 # Ring allreduce: each of N ranks sends and receives 2(N-1)/N of the buffer, in 2(N-1) steps
 # that each pay the link's latency.
 NETWORKS = [  # (name, bytes/s, latency per message in s)
@@ -62,12 +63,13 @@ def worker(args):
     from minires.optim import SGD
     from minires.train import TrainConfig
 
-    group = distributed.setup(TrainConfig(distributed=args.ranks > 1, batch_size=128))
+    batch = args.batch
+    group = distributed.setup(TrainConfig(distributed=args.ranks > 1, batch_size=batch))
     model = cifar_resnet(args.depth, seed=0)
     group.broadcast_parameters(model)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x, y, _, _ = data.synthetic_cifar(128 * (args.steps + args.warmup), 10, seed=0)
-    loader = group.shard(data.Loader(x, y, 128, shuffle=True, augment=True, mean=data.per_pixel_mean(x), rng=0))
+    x, y, _, _ = data.synthetic_cifar(batch * (args.steps + args.warmup), 10, seed=0)
+    loader = group.shard(data.Loader(x, y, batch, shuffle=True, augment=True, mean=data.per_pixel_mean(x), rng=0))
     barrier = group.comm.Barrier if group.size > 1 else (lambda: None)
     steps, reduces, waits = [], [], []
     for i, (xb, yb) in enumerate(loader):
@@ -97,7 +99,7 @@ def worker(args):
     # the step of the slowest rank is the step of the job
     step = max(group.all_gather(statistics.median(steps)))
     if group.is_root:
-        print(json.dumps({"step_s": step, "img_per_s": 128 / step, "n_params": n_params,
+        print(json.dumps({"step_s": step, "img_per_s": batch / step, "n_params": n_params,
                           "average_gradients_s": statistics.median(reduces), "wait_s": statistics.median(waits),
                           "bare_allreduce_s": statistics.median(bare) if bare else None}), flush=True)
 
@@ -108,7 +110,7 @@ def run_config(ranks, threads, args):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env.update({v: str(threads) for v in THREAD_VARS})
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--ranks", str(ranks), "--depth", str(args.depth),
-           "--steps", str(args.steps), "--warmup", str(args.warmup)]
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch)]
     if ranks > 1:
         cmd = [args.mpiexec, "-n", str(ranks)] + cmd
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
@@ -122,25 +124,29 @@ def ring_allreduce_s(n, nbytes, bandwidth, latency):
     return 0.0 if n == 1 else 2 * (n - 1) / n * nbytes / bandwidth + 2 * (n - 1) * latency
 
 
-def paper_table(step_s_by_depth, n_params_by_depth, machines=(1, 2, 4, 8, 16, 32, 64)):
-    """Markdown: per-step compute (the measured 1-machine step / N) + ring allreduce, efficiency."""
+def paper_table(step_s, n_params):
+    """Markdown, per depth: a step on N machines = the measured step of one rank on its 128/N
+    images + a ring allreduce of the gradients; speed-up over one machine and its efficiency.
+
+    ``step_s[depth][n]``: measured seconds of a step on 128/n images (1 process, 1 thread).
+    """
     lines = []
-    for depth, step_s in step_s_by_depth.items():
-        nbytes = 4 * n_params_by_depth[depth]
-        lines.append(f"\nResNet-{depth}: {n_params_by_depth[depth]:,} parameters = {nbytes / 1e6:.2f} MB of float32 "
-                     f"gradients per step; compute {step_s:.2f} s per global batch of 128 on one machine\n")
-        head = "| machines N | images per rank | compute per rank (s) |"
-        rule = "|---:|---:|---:|"
+    for depth, steps in step_s.items():
+        nbytes = 4 * n_params[depth]
+        lines.append(f"\nResNet-{depth}: {n_params[depth]:,} parameters = {nbytes / 1e6:.2f} MB of float32 "
+                     f"gradients per step\n")
+        head = "| machines N | images per rank | compute per rank (s, measured) | ideal (128-image step / N) |"
+        rule = "|---:|---:|---:|---:|"
         for name, _, _ in NETWORKS:
-            head += f" allreduce, {name} (ms) | efficiency |"
+            head += f" allreduce, {name} (ms) | speed-up (efficiency) |"
             rule += "---:|---:|"
         lines += [head, rule]
-        for n in machines:
-            compute = step_s / n
-            row = f"| {n} | {128 / n:g} | {compute:.3f} |"
+        for n, compute in sorted(steps.items()):
+            row = f"| {n} | {128 // n} | {compute:.3f} | {steps[1] / n:.3f} |"
             for _, bw, lat in NETWORKS:
                 t = ring_allreduce_s(n, nbytes, bw, lat)
-                row += f" {1e3 * t:.2f} | {100 * compute / (compute + t):.0f} % |"
+                speedup = steps[1] / (compute + t)
+                row += f" {1e3 * t:.2f} | {speedup:.1f}x ({100 * speedup / n:.0f} %) |"
             lines.append(row)
     return "\n".join(lines)
 
@@ -150,11 +156,12 @@ def main(argv=None):
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--ranks", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--batch", type=int, default=128, help="global batch (default 128)")
     p.add_argument("--steps", type=int, default=8, help="timed steps per configuration and round (default 8)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2, help="each configuration runs once per round (default 2)")
     p.add_argument("--mpiexec", default=shutil.which("mpiexec"))
-    p.add_argument("--paper-only", action="store_true", help="only the on-paper table (times one step of each depth)")
+    p.add_argument("--paper-only", action="store_true", help="only the on-paper table (times steps of 128/N images)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.worker:
@@ -180,14 +187,20 @@ def main(argv=None):
             cores = min(ranks * threads, os.cpu_count())
             print(f"| {name} | {rate:.1f} | {rate / base:.2f}x | {100 * rate / base / cores:.0f} % | "
                   f"{f'{1e3 * statistics.median(ar):.2f}' if ar else '-'} |")
-    # on paper: the measured 1 process x 2 threads step of each depth (one machine like this one)
+    # On paper: N machines that each compute as one core here (1 process x 1 thread, the
+    # steadiest configuration on a shared machine), each on its 128/N images: a small slice
+    # does not run N times faster, since every op has a fixed cost (Python, dispatch).
     step_s, n_params = {}, {}
     for depth in (20, 110):
-        sub = argparse.Namespace(**{**vars(args), "depth": depth, "steps": 3 if depth == 110 else args.steps, "warmup": 1})
-        res = run_config(1, 2, sub)
-        step_s[depth], n_params[depth] = res["step_s"], res["n_params"]
+        step_s[depth] = {}
+        for n in MACHINES:
+            sub = argparse.Namespace(**{**vars(args), "depth": depth, "batch": 128 // n, "warmup": 1,
+                                        "steps": 2 if depth == 110 and n <= 2 else 4})
+            res = run_config(1, 1, sub)
+            step_s[depth][n], n_params[depth] = res["step_s"], res["n_params"]
+            print(f"ResNet-{depth}, 1 thread, batch {128 // n:3d}: step {1e3 * res['step_s']:.0f} ms", flush=True)
     table = paper_table(step_s, n_params)
-    print("\nOn paper, N machines like this one (1 rank x 2 threads each), ring allreduce:" + table)
+    print("\nOn paper, N machines that each compute as one core here (1 rank x 1 thread), ring allreduce:" + table)
     print(f"\nload average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         with open(args.json, "w") as f:
