@@ -162,6 +162,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="each configuration runs once per round (default 2)")
     p.add_argument("--mpiexec", default=shutil.which("mpiexec"))
     p.add_argument("--paper-only", action="store_true", help="only the on-paper table (times steps of 128/N images)")
+    p.add_argument("--no-paper", action="store_true", help="only the side-by-side configurations")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.worker:
@@ -191,7 +192,7 @@ def main(argv=None):
     # steadiest configuration on a shared machine), each on its 128/N images: a small slice
     # does not run N times faster, since every op has a fixed cost (Python, dispatch).
     step_s, n_params = {}, {}
-    for depth in (20, 110):
+    for depth in (() if args.no_paper else (20, 110)):
         step_s[depth] = {}
         for n in MACHINES:
             sub = argparse.Namespace(**{**vars(args), "depth": depth, "batch": 128 // n, "warmup": 1,
@@ -201,7 +202,7 @@ def main(argv=None):
             step_s[depth][n], n_params[depth] = res["min_step_s"], res["n_params"]
             print(f"ResNet-{depth}, 1 thread, batch {128 // n:3d}: fastest step {1e3 * res['min_step_s']:.0f} ms, "
                   f"median {1e3 * res['step_s']:.0f} ms", flush=True)
-    table = paper_table(step_s, n_params)
+    table = paper_table(step_s, n_params) if step_s else ""
     print("\nOn paper, N machines that each compute as one core here (1 rank x 1 thread), ring allreduce:" + table)
     print(f"\nload average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
