@@ -100,7 +100,7 @@ class ProcessGroup:
         One allreduce over one flat buffer: all gradients, one "has a gradient" flag per
         parameter, then ``stats`` (numbers such as this rank's loss sum, error count and image
         count, so that every rank knows the whole batch's). Returns the summed ``stats`` as a
-        tuple of floats. One buffer rather than one message per parameter (65 for ResNet-20):
+        tuple of floats. One buffer rather than one message per parameter (59 for ResNet-20):
         each message pays the network's latency, and with no overlap of communication and
         backward here, buckets would only add messages.
 
