@@ -500,7 +500,8 @@ def build_parser():
                    help="data-parallel over MPI ranks: mpiexec -n N python -m minires.train --distributed ... "
                         "(needs mpi4py: pip install 'minires[mpi]'); same global batch and recipe")
     p.add_argument("--sync-bn", action="store_true",
-                   help="with --distributed: batch-norm statistics over the whole global batch (default: each rank's slice)")
+                   help="with --distributed: batch-norm statistics over the whole global batch (default: each "
+                        "rank's slice); a resumed run keeps its own setting")
     return p
 
 
