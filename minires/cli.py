@@ -112,6 +112,7 @@ def resumed_config(cfg):
     if cfg.iterations is not None:
         resumed.epochs = None
     resumed.out, resumed.progress, resumed.device = out, cfg.progress, cfg.device
+    resumed.distributed = cfg.distributed  # the run may resume on any number of ranks
     return resumed.validate()
 
 

@@ -52,6 +52,11 @@ class TrainConfig:
     eval_batch_size: int = option(500, "batch size of the evaluations")
     progress: bool = option(True, "show a progress bar", off_help="no progress bar")
     cuda_graph: bool = option(False, "GPU only: capture each training step once as a CUDA graph and replay it")
+    distributed: bool = option(False, "data-parallel over MPI ranks: mpiexec -n N python -m minires.train "
+                                      "--distributed ... (needs mpi4py: pip install 'minires[mpi]'); same global "
+                                      "batch and recipe")
+    sync_bn: bool = option(False, "with --distributed: batch-norm statistics over the whole global batch "
+                                  "(default: each rank's slice); a resumed run keeps its own setting")
 
     def __post_init__(self):
         self.validate()
@@ -82,11 +87,15 @@ class TrainConfig:
         for name, allowed in (("shortcut", SHORTCUT_OPTIONS), ("device", DEVICES + ("cuda",)),
                               ("dataset", DATASETS), ("warmup", (None, True, False)),
                               ("plain", (True, False)), ("progress", (True, False)),
-                              ("cuda_graph", (True, False))):
+                              ("cuda_graph", (True, False)), ("distributed", (True, False)),
+                              ("sync_bn", (True, False))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{w}: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.cuda_graph and self.device == "cpu":
             raise ValueError(f"{w}: cuda_graph needs device 'gpu' (CUDA graphs replay GPU kernels)")
+        if self.cuda_graph and self.distributed:
+            raise ValueError(f"{w}: cuda_graph and distributed do not go together yet (the gradient allreduce "
+                             "runs between backward and the update, outside the captured step)")
         return self
 
 

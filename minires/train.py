@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from . import data as datasets
+from . import distributed
 from . import functional as F
 from .backend import check_device
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -144,13 +145,18 @@ class Trainer:
 
     def __init__(self, cfg, log=print):
         self.cfg, self.log = cfg.validate(), log
+        self.dist = distributed.setup(cfg)  # distributed: this process alone, or this MPI rank
         cfg.device = check_device(cfg.device)
         self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
         self.mean = datasets.per_pixel_mean(self.x_train)
         model_seed, data_seed = np.random.SeedSequence(cfg.seed).spawn(2)
         self.model = build_model(cfg, cfg.device, seed=np.random.default_rng(model_seed))
+        if cfg.sync_bn:  # distributed
+            self.model = self.dist.convert_sync_batchnorm(self.model)
+        self.dist.broadcast_parameters(self.model)  # distributed: every rank starts from rank 0's weights
         self.loader = datasets.Loader(self.x_train, self.y_train, cfg.batch_size, shuffle=True, augment=True,
                                       mean=self.mean, device=cfg.device, rng=np.random.default_rng(data_seed))
+        self.loader = self.dist.shard(self.loader)  # distributed: this rank's slice of every global batch
         self.optimizer = SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                              weight_decay=cfg.weight_decay)
         self.total, self.milestones = plan(cfg, len(self.loader))
@@ -178,7 +184,8 @@ class Trainer:
 
     def save(self, name):
         path = os.path.join(self.cfg.out, name)
-        save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
+        if self.dist.is_root:  # distributed: rank 0 alone writes
+            save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
         return path
 
     def restore(self, ckpt):
@@ -202,6 +209,7 @@ class Trainer:
         model.train()
         start, seen = time.perf_counter(), 0
         for xb, yb in batches:
+            self.stop_requested = self.dist.should_stop(self.stop_requested)  # distributed: all ranks stop together
             if self.iteration >= self.total or self.stop_requested:
                 break
             self.schedule.step(self.iteration)
@@ -209,7 +217,7 @@ class Trainer:
                 # The replay has already updated the parameters when the loss is read; the
                 # checkpoint on disk (saved each epoch) is still the last good one.
                 loss_data, errors = self.graph_step(xb, yb)
-                loss_value, errors = float(loss_data), int(errors)
+                loss_value, errors, images = float(loss_data), int(errors), len(yb)
                 self._check_finite(loss_value)
             else:
                 logits = model(Tensor(xb))
@@ -218,12 +226,15 @@ class Trainer:
                 self._check_finite(loss_value)
                 opt.zero_grad()
                 loss.backward()
-                opt.step()
                 errors = int((logits.data.argmax(axis=1) != yb).sum())
-            totals.add(loss_value, errors, len(yb))
+                # distributed: one allreduce averages the gradients and sums the whole batch's statistics
+                loss_sum, errors, images = self.dist.average_gradients(model, (loss_value * len(yb), errors, len(yb)))
+                loss_value, errors, images = loss_sum / images, int(errors), int(images)
+                opt.step()
+            totals.add(loss_value, errors, images)
             self.iteration += 1
             self.batch_in_epoch += 1
-            seen += len(yb)
+            seen += images
             self.schedule.observe(totals.error)  # the warm-up ends on the running training error
             if bar is not None:
                 rate = seen / max(time.perf_counter() - start, 1e-9)
@@ -247,6 +258,9 @@ class Trainer:
         """
         cfg = self.cfg
         complete = self.batch_in_epoch >= len(self.loader)
+        if not self.dist.is_root:  # distributed: rank 0 alone evaluates and writes
+            self._next_epoch(complete)
+            return None
         row = {"epoch": self.epoch + 1, "iteration": self.iteration,
                "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": self.totals.loss, "train_err": self.totals.error,
@@ -257,10 +271,7 @@ class Trainer:
         row["test_loss"], row["test_err"] = evaluate(self.model, self.x_test, self.y_test, self.mean,
                                                      cfg.device, cfg.eval_batch_size)
         row["epoch_time_s"], row["img_per_s"] = elapsed, seen / max(elapsed, 1e-9)
-        if complete:
-            self.epoch += 1
-            self.batch_in_epoch, self.totals = 0, EpochTotals()
-            self.epoch_rng = self.loader.state_dict()  # the loader's rng is now at the next epoch's start
+        self._next_epoch(complete)
         selection = row["val_err"] if row["val_err"] is not None else row["test_err"]
         self.save("last.npz")
         if selection < self.best_err:
@@ -269,10 +280,16 @@ class Trainer:
         append_metrics(cfg.out, row)
         return row
 
+    def _next_epoch(self, complete):
+        if complete:
+            self.epoch += 1
+            self.batch_in_epoch, self.totals = 0, EpochTotals()
+            self.epoch_rng = self.loader.state_dict()  # the loader's rng is now at the next epoch's start
+
     def run(self):
         """Train up to the budget; returns the list of per-epoch metric rows of this call."""
         rows = []
-        bar_factory = _progress_bar if self.cfg.progress else (lambda **kw: None)
+        bar_factory = _progress_bar if self.cfg.progress and self.dist.is_root else (lambda **kw: None)
         previous = signal.getsignal(signal.SIGINT)
 
         def on_sigint(signum, frame):
@@ -294,8 +311,9 @@ class Trainer:
                     raise KeyboardInterrupt
                 if self.batch_in_epoch >= len(self.loader) or self.iteration >= self.total:
                     row = self.finish_epoch(elapsed, seen)
-                    rows.append(row)
-                    self.log(format_row(row, self.total))
+                    if row is not None:  # distributed: None on the ranks other than 0
+                        rows.append(row)
+                        self.log(format_row(row, self.total))
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
@@ -314,6 +332,12 @@ def _progress_bar(total, desc):
 
 def train(cfg, resume=False, log=print):
     """Run (or resume) training for ``cfg``; returns a summary dict. The CLI and experiments call this."""
+    dist = distributed.setup(cfg)  # distributed: this process alone, or this MPI rank
+    with dist.abort_on_error():    # distributed: an error on any rank stops every rank
+        return _train(cfg, resume, log if dist.is_root else (lambda *a, **k: None), dist)
+
+
+def _train(cfg, resume, log, dist):
     if cfg.out is None:
         cfg.out = os.path.join("runs", run_name(cfg.plain, cfg.depth))
     os.makedirs(cfg.out, exist_ok=True)
@@ -321,21 +345,27 @@ def train(cfg, resume=False, log=print):
     last = os.path.join(cfg.out, "last.npz")
     if resume:
         trainer.restore(load_checkpoint(last))
-        truncate_metrics(cfg.out, trainer.epoch)
+        dist.broadcast_parameters(trainer.model)  # distributed: rank 0's weights on every rank
+        if dist.is_root:  # distributed
+            truncate_metrics(cfg.out, trainer.epoch)
         log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
-    else:
+    elif dist.is_root:  # distributed
         clear_metrics(cfg.out)
-    write_config(cfg.out, cfg)
+    if dist.is_root:  # distributed
+        write_config(cfg.out, cfg)
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
         f"images, {len(trainer.loader)} batches/epoch, {trainer.total} iterations, lr {cfg.lr} "
         f"divided by 10 at iterations {trainer.milestones}; writing to {cfg.out}")
+    if dist.size > 1:  # distributed
+        log(f"data-parallel over {dist.size} MPI ranks: {cfg.batch_size // dist.size} images per rank per step, "
+            f"{'synchronised' if cfg.sync_bn else 'per-rank'} batch-norm statistics")
     try:
         trainer.run()
     except NonFiniteLoss as e:
         log(f"stopping: {e}. The last good checkpoint is kept at {last}; try a lower --lr.")
         raise
-    rows = read_metrics(cfg.out)
+    rows = read_metrics(cfg.out) if dist.is_root else []  # distributed: rank 0 holds the results
     if rows:
         plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg.plain, cfg.depth)} on {cfg.dataset}")
     final = rows[-1] if rows else None

@@ -37,6 +37,20 @@ class BatchNorm(Function):
     Eval mode uses the running statistics, so x_hat is an affine function of x and
     dx = gamma / sqrt(running_var + eps) * dy.
 
+    Synchronised batch norm (``process_group`` given, as ``torch.nn.SyncBatchNorm``): the batch
+    is split over the ranks of the group, and every per-channel sum above (and the count m) is
+    summed over all ranks before use (``_all_sum``), so each rank normalises with the statistics
+    of the whole batch::
+
+        m = sum_r m_r,   mean = (1/m) sum_r sum x,   var = (1/m) sum_r sum (x - mean)^2
+        dx = gamma / sqrt(var + eps) * (dy - (1/m) sum_r sum dy - x_hat * (1/m) sum_r sum dy * x_hat)
+
+    dgamma and dbeta stay this rank's own sums: they are parameter gradients, which the data-
+    parallel step then averages over the ranks like every other gradient. Each rank's dy is
+    the gradient of its own mean loss, N times its share of the global mean loss when the N
+    ranks hold equal slices; the factor passes linearly through dx and the averaging removes
+    it, so N ranks reproduce the single-process gradients exactly (up to summation order).
+
     Implementation: x is handled as a (C, m) matrix (``channel_rows``), so each statistic is a
     reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
     x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
@@ -44,18 +58,41 @@ class BatchNorm(Function):
     (``forward_gpu``/``backward_gpu``, in ``minires/gpu_kernels.py``).
     """
 
-    def __init__(self, training, momentum, eps, running_mean, running_var):
+    def __init__(self, training, momentum, eps, running_mean, running_var, process_group=None):
         self.training, self.momentum, self.eps = training, momentum, eps
         self.running_mean, self.running_var = running_mean, running_var
+        self.process_group = process_group
+
+    def _all_sum(self, *parts):
+        """Per-channel sums (and counts) of this rank's batch -> of the whole batch.
+
+        Without a process group this rank's batch is the whole batch: the parts come back as
+        they are. With one, the parts travel in one buffer through one allreduce (one message,
+        not one per statistic); counts come back as ints.
+        """
+        if self.process_group is None:
+            return parts
+        xp = get_array_module(*parts)
+        dtype = next(p.dtype for p in parts if hasattr(p, "dtype"))
+        flat = xp.concatenate([xp.asarray(p, dtype=dtype).reshape(-1) for p in parts])
+        flat = self.process_group.all_reduce_sum(flat)
+        out, start = [], 0
+        for p in parts:
+            size = getattr(p, "size", 1)
+            piece = flat[start:start + size]
+            out.append(piece.reshape(p.shape) if hasattr(p, "shape") else type(p)(round(float(piece[0]))))
+            start += size
+        return out
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         x2 = channel_rows(x)
-        m = x2.shape[1]
         if self.training:
-            mean = x2.sum(axis=1) / m
+            total, m = self._all_sum(x2.sum(axis=1), x2.shape[1])
+            mean = total / m
             xc = x2 - mean[:, None]
-            var = xp.einsum("cm,cm->c", xc, xc) / m  # sum of squares without an (x - mean)^2 temporary
+            (sum_sq,) = self._all_sum(xp.einsum("cm,cm->c", xc, xc))  # sum of squares without an (x - mean)^2 temporary
+            var = sum_sq / m
             if self.running_mean is not None:
                 mom = x.dtype.type(self.momentum)
                 self.running_mean *= 1 - mom
@@ -69,6 +106,7 @@ class BatchNorm(Function):
         inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
         self.running_mean = self.running_var = None  # backward needs neither
         self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
+        self.m = m if self.training else None  # values per channel of the whole batch
         # y = gamma * x_hat + beta, computed in place in the xc temporary: two passes, no new array
         xc *= (inv_std if weight is None else inv_std * weight)[:, None]
         if bias is not None:
@@ -87,10 +125,11 @@ class BatchNorm(Function):
             xc = self.x2 - self.mean[:, None]  # recomputed: x_hat = xc * inv_std
             ggamma = xp.einsum("cm,cm->c", gy2, xc) * inv_std  # sum(dy * x_hat), no temporary
         if needs[0] and self.training:
-            # dx = scale * (dy - gbeta/m - x_hat * ggamma/m), as dy*scale + xc*k_xc + k_1, in place in xc
-            m = gy2.shape[1]
-            xc *= (-scale * inv_std * ggamma / m)[:, None]
-            xc += (-scale * gbeta / m)[:, None]
+            # dx = scale * (dy - sum_dy/m - x_hat * sum_dy_xhat/m), as dy*scale + xc*k_xc + k_1, in place in xc
+            sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's (see above)
+            m = self.m
+            xc *= (-scale * inv_std * sum_dy_xhat / m)[:, None]
+            xc += (-scale * sum_dy / m)[:, None]
             xc += gy2 * scale[:, None]
             gx = from_channel_rows(xc, self.shape)
         elif needs[0]:
@@ -126,11 +165,15 @@ def _stat_array(name, stat, x):
     return arr
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               *, process_group=None):
     """Batch normalization over dimension 1 of x (N, C, ...), as ``torch.nn.functional.batch_norm``.
 
     ``running_mean``/``running_var`` (shape (C,), arrays or Tensors, or None) are updated in
-    place when ``training``; in eval mode they normalise x.
+    place when ``training``; in eval mode they normalise x. ``process_group`` (minires only;
+    torch keeps it in ``nn.SyncBatchNorm``): in training, compute the statistics over the
+    batches of all its ranks; anything with ``all_reduce_sum(array) -> array``, e.g. what
+    ``minires.distributed.setup`` returns. Every rank must call it at the same point.
     """
     x = as_tensor(x)
     if x.ndim < 2:
@@ -152,4 +195,6 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             if p.dtype != x.dtype:
                 raise TypeError(f"batch_norm: {name} has dtype {p.dtype} but x has {x.dtype}")
         params.append(p)
-    return BatchNorm(training, momentum, eps, rm, rv)(x, *params)
+    if process_group is not None and not callable(getattr(process_group, "all_reduce_sum", None)):
+        raise TypeError(f"batch_norm: process_group must have an all_reduce_sum(array) method, got {type(process_group).__name__}")
+    return BatchNorm(training, momentum, eps, rm, rv, process_group if training else None)(x, *params)
