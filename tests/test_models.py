@@ -6,6 +6,7 @@ import pytest
 
 import minires
 from minires import Tensor, nn
+from minires.ops.conv import use_algorithm
 from minires.models import (BasicBlock, Bottleneck, PreActBasicBlock, ResNet, ZeroPadShortcut, cifar_resnet,
                             extend_with_identity, imagenet_resnet, plain_identity_, resnet20, resnet56)
 
@@ -375,8 +376,10 @@ def test_plain_net_extended_by_identity_blocks_is_bit_for_bit_the_same_in_eval_m
     assert deeper.config["plain"] and all(p.dtype == dtype for p in deeper.parameters())
     x = Tensor(rand((3, 3, 32, 32), seed=2, dtype=dtype))
     shallow.eval(), deeper.eval()
-    out = shallow(x).numpy()
-    assert np.array_equal(deeper(x).numpy(), out)
+    with use_algorithm("im2col"):  # Winograd's transforms round even a delta kernel's copy
+        out = shallow(x).numpy()
+        assert np.array_equal(deeper(x).numpy(), out)
+    np.testing.assert_allclose(deeper(x).numpy(), out, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
     shallow.train(), deeper.train()
     assert not np.allclose(deeper(x).numpy(), shallow(x).numpy(), atol=1e-3)
 
@@ -385,7 +388,8 @@ def test_plain_imagenet_net_extended_by_identity_blocks_is_the_same_in_eval_mode
     shallow = perturb_bn(imagenet_resnet(18, width=4, num_classes=5, plain=True, seed=0)).eval()
     deeper = extend_with_identity(shallow, extra_blocks=(1, 0, 2, 1), seed=1).eval()
     x = Tensor(rand((2, 3, 64, 64), seed=3))
-    assert np.array_equal(deeper(x).numpy(), shallow(x).numpy())
+    with use_algorithm("im2col"):
+        assert np.array_equal(deeper(x).numpy(), shallow(x).numpy())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

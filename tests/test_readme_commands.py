@@ -55,8 +55,18 @@ COMMANDS = readme_commands((REPO / "README.md").read_text())
 TINY_NET = ["--width", "4", "--train-limit", "64", "--batch-size", "32", "--no-progress"]
 
 
+def split_env(words):
+    """Leading ``NAME=value`` words (as a shell takes them) -> ({NAME: value}, the command)."""
+    env = {}
+    while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+        name, value = words[0].split("=", 1)
+        env[name], words = value, words[1:]
+    return env, words
+
+
 def why_skipped(words):
     """The reason this command is not run here, or None."""
+    words = split_env(words)[1]
     if words[0] == "pip":
         return "installs the package; CI runs this very line itself (.ci/run)"
     if words[:4] == ["python", "-m", "pytest", "-q"] or words[:3] == ["python", "-m", "pytest"]:
@@ -126,8 +136,9 @@ def test_readme_command_runs(words, workspace):
     reason = why_skipped(words)
     if reason:
         pytest.skip(f"{' '.join(words)}: {reason}")
+    assignments, words = split_env(words)
     command = [sys.executable if w == "python" else w for w in shrink(words, workspace)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", **assignments)
     if SAMPLE is not None:
         env["MINIRES_DATA_DIR"] = str(SAMPLE)  # the default data directory: no download
     done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)

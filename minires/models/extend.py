@@ -103,7 +103,10 @@ def extend_with_identity(model, extra_blocks=1, seed=None):
     * plain net (basic post-activation blocks only): the appended block is set by
       ``plain_identity_`` (delta kernels, BNs that undo their normalisation). The outputs
       equal ``model``'s bit for bit in **eval mode only**: in training mode the appended BNs
-      normalise with batch statistics, and the deeper net computes something else.
+      normalise with batch statistics, and the deeper net computes something else. Bit for bit
+      also needs im2col convolutions (``with minires.ops.conv.use_algorithm("im2col"):``): a
+      delta kernel copies exactly in im2col's sums of products with zeros, while Winograd's
+      input and output transforms round (the outputs then agree to float rounding only).
 
     The appended blocks are identities only at these weights: training the deeper net is
     free to move away from this solution.

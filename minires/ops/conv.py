@@ -42,6 +42,8 @@ conv's input alive until backward (about 0.8 GB for ResNet-20 at batch 128, eigh
 conv inputs); recomputing them from x, which the graph keeps anyway, costs one more im2col
 per chunk, 13-20% of a conv's forward + backward time on ResNet-20's shapes. We recompute.
 """
+import contextlib
+
 import numpy as np
 
 from .._checks import pair
@@ -208,6 +210,17 @@ def set_default_algorithm(name):
     the reference implementation."""
     global default_algorithm
     default_algorithm = _check_algorithm("set_default_algorithm", name)
+
+
+@contextlib.contextmanager
+def use_algorithm(name):
+    """``with use_algorithm("im2col"): ...``: ``set_default_algorithm(name)`` inside the block only."""
+    previous = default_algorithm
+    set_default_algorithm(name)
+    try:
+        yield
+    finally:
+        set_default_algorithm(previous)
 
 
 def _check_algorithm(fname, name):
