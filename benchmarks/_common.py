@@ -106,7 +106,7 @@ def header_lines(threads):
 def _minires_threads():
     """minires's thread count and whether it could hold OpenBLAS at one thread inside its pool."""
     import minires
-    from minires.backend import blas_threads_limited
+    from minires.threads import blas_threads_limited
     n = minires.get_num_threads()
     return f"{n} ({'OpenBLAS held at 1 thread inside its pool' if blas_threads_limited() else 'BLAS threads not controlled'})"
 

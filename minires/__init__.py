@@ -1,15 +1,19 @@
 """minires: a small, readable deep-learning framework on NumPy and CuPy that reproduces
 "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
 
-Layout, bottom to top: ``backend`` (NumPy or CuPy) -> ``engine`` (Tensor, autograd)
+Layout, bottom to top: ``backend`` (NumPy or CuPy) and ``threads`` (CPU threads) -> ``engine`` (Tensor, autograd)
 -> ``ops`` (hand-written forward and backward; their fused CuPy kernels in ``gpu_kernels``)
 -> ``functional`` (the ops under PyTorch's names, attached to ``Tensor`` as operators)
 -> ``nn`` (modules) -> ``models`` (ResNets) -> ``optim`` (SGD, lr schedules), ``data``
 (CIFAR-10 files, transforms, loader) and ``checkpoint`` -> ``config``, ``train``, ``rundir``,
 ``cli`` (the paper's recipe and ``python -m minires.train``) -> ``experiments`` (the paper's
-figures). ``_checks`` holds the argument checks every layer shares.
+figures). ``_checks`` holds the argument checks every layer shares. Beside the path: ``distributed``
+(data parallel over MPI), ``cuda_graph`` (a training step replayed as a CUDA graph), ``graph``
+(drawing the autograd graph), ``probes`` and ``landscape`` (measurements for the notebooks),
+``exercises`` (the notebooks' exercise checks).
 """
-from .backend import get_array_module, get_num_threads, gpu_available, set_num_threads
+from .backend import get_array_module, gpu_available
+from .threads import get_num_threads, set_num_threads
 from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
 from . import functional
 functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops

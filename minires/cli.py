@@ -11,7 +11,7 @@ import sys
 from dataclasses import MISSING, fields
 
 from . import data as datasets
-from .backend import set_num_threads
+from .threads import set_num_threads
 from .checkpoint import load_checkpoint
 from .config import TrainConfig, config_from_dict
 from .rundir import default_out, load_model, model_name

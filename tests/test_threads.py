@@ -4,7 +4,7 @@ import pytest
 
 import minires
 import minires.functional as F
-from minires.backend import parallel_map
+from minires.threads import parallel_map
 
 
 @pytest.fixture

@@ -47,7 +47,8 @@ import contextlib
 import numpy as np
 
 from .._checks import pair
-from ..backend import get_array_module, get_num_threads, parallel_map
+from ..backend import get_array_module
+from ..threads import get_num_threads, parallel_map
 from ..engine import Function, as_tensor
 
 # Size of one chunk's column matrix on the CPU: 8 MB is 14 images of a 16-channel 32x32 3x3

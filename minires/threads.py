@@ -1,0 +1,96 @@
+"""CPU threads: one setting owns how many threads minires's NumPy ops use.
+
+minires's own pool runs whole batch chunks of a conv (pad, im2col, matmul, col2im) on every core
+at once: NumPy releases the GIL inside copies, ufuncs and BLAS calls, so Python threads really run
+in parallel there. BLAS is held at one thread while the pool is in charge, so that its busy-waiting
+workers never compete with ours (from the first parallel op, or set_num_threads, on: a plain NumPy
+matmul elsewhere in the program then runs on one thread too). Measured in benchmarks/README.md
+("Round two").
+"""
+import concurrent.futures
+import ctypes
+import os
+
+_num_threads = None  # None until set: get_num_threads() then reads the environment
+_pool = None
+_blas_limited = None  # None: not tried yet; else whether OpenBLAS's thread count could be set
+
+
+def get_num_threads():
+    """The number of CPU threads minires uses (``set_num_threads``; by default
+    ``OMP_NUM_THREADS`` when set, else the CPUs this process may run on)."""
+    if _num_threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _num_threads
+
+
+def set_num_threads(n):
+    """Use ``n`` CPU threads for minires's parallel ops (as ``torch.set_num_threads``).
+
+    The NumPy convolution splits its batch over ``n`` worker threads, each running its chunks
+    end to end with BLAS at one thread. To that end OpenBLAS (NumPy's BLAS) is set to one
+    thread for the whole process, so a plain NumPy matmul elsewhere in the program runs on
+    one thread too; other BLAS libraries are left as they are (``blas_threads_limited()``).
+    CuPy (GPU) ops do not use these threads.
+    """
+    global _num_threads, _pool
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    _num_threads = n
+    if _pool is not None and _pool._max_workers != n:
+        _pool.shutdown()
+        _pool = None
+    _limit_blas_to_one_thread()
+
+
+def blas_threads_limited():
+    """True when minires could hold OpenBLAS at one thread (found in this process and set)."""
+    _limit_blas_to_one_thread()
+    return _blas_limited
+
+
+def _limit_blas_to_one_thread():
+    """Set OpenBLAS to one thread through its C API (no dependency: ctypes on the library NumPy
+    loaded). Best effort: with another BLAS, or off Linux, nothing is changed."""
+    global _blas_limited
+    if _blas_limited is not None:
+        return
+    _blas_limited = False
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line}
+    except OSError:
+        return
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        # the symbol's name depends on how OpenBLAS was built (NumPy's wheels: scipy_openblas64)
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
+                     "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(1)
+                _blas_limited = True
+                break
+
+
+def parallel_map(fn, items):
+    """``[fn(item) for item in items]``, on ``get_num_threads()`` worker threads.
+
+    For NumPy work that releases the GIL (copies, ufuncs, BLAS) on independent items, e.g.
+    the batch chunks of a conv. One thread, or one item, runs inline with no pool at all.
+    """
+    global _pool
+    items = list(items)
+    n = get_num_threads()
+    if n == 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    _limit_blas_to_one_thread()
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="minires")
+    return list(_pool.map(fn, items))
