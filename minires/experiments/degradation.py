@@ -14,8 +14,8 @@ each with several seeds (by calling ``minires.train.train``, the code behind
 
 Presets (``--depths``, ``--seeds``, ``--epochs``, ``--device`` override any of them):
     cpu    the learner's: depths 14 and 32, 1 seed, 20 epochs of the 4,000-image CIFAR-10 sample
-           (about 20-30 minutes on a 2-core CPU, two nets at a time); with --seeds 3, the
-           committed CPU evidence
+           (about 15 minutes on a quiet 2-core CPU, two nets at a time); with --seeds 3, the
+           committed CPU evidence (docs/degradation/)
     gpu    the committed evidence: depths 20 32 44 56, 3 seeds, the same 30 epochs
            (a few minutes on one GPU with --jobs 12: a step at batch 128 is launch-bound, so
            several processes share the GPU)
@@ -44,8 +44,8 @@ WARMUP_TEXT = {True: "lr 0.01 until the training error is below 80 %", False: "n
 
 # 4,000 training images = 32 batches of 128 per epoch; 30 epochs = 960 iterations (1.5 % of the
 # paper's 64k), lr 0.1 divided by 10 after epochs 15 and 22.5 (1/2 and 3/4, the paper's shape).
-# The CPU preset is smaller to fit a learner's half hour: 20 epochs of depths 14 and 32 cost
-# about 17 and 41 s of one core per epoch (docs/degradation/README.md).
+# The CPU preset is smaller to fit a learner's half hour: an epoch of depth 14 and 32 costs about
+# 12 and 28 s of one core (Winograd convolutions; docs/degradation/README.md).
 # Warm-up (lr 0.01 until the training error is below 80 %, the paper's rule for ResNet-110) for
 # every net: at this budget a deep plain net that starts at lr 0.1 can stay at chance for the
 # whole run (plain-56 did, at 10 epochs), which shows "does not train", not degradation.
