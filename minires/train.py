@@ -304,6 +304,8 @@ class Trainer:
         try:
             while self.iteration < self.total:
                 elapsed, seen = self.train_epoch(bar_factory)
+                # distributed: a Ctrl-C that came after the epoch's last agreed step must be agreed too
+                self.stop_requested = self.dist.should_stop(self.stop_requested)
                 if self.stop_requested:
                     path = self.save("last.npz")
                     self.log(f"interrupted at iteration {self.iteration}; checkpoint saved to {path}; "

@@ -210,9 +210,10 @@ def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
            "--iterations", "4000", "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not (tmp_path / "metrics.jsonl").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # wait for the end of epoch 1: both ranks are deep in the loop
+        assert (tmp_path / "metrics.jsonl").exists(), "the 2-rank run wrote no epoch within 120 s"
         proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal: mpiexec forwards it to every rank
         out, err = proc.communicate(timeout=60)
     finally:
