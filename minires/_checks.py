@@ -45,11 +45,12 @@ def check_real(where, name, value, minimum=None, strictly=False, maximum=None):
 def pair(where, name, value, minimum):
     """An int or a pair of ints as a pair, each at least ``minimum`` (stride, padding, kernel)."""
     try:
-        result = (value, value) if isinstance(value, int) else tuple(value)
+        result = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
     except TypeError:
         raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}") from None
-    if len(result) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in result):
+    if len(result) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in result):
         raise TypeError(f"{where}: {name} must be an int or a pair of ints, got {value!r}")
+    result = tuple(int(v) for v in result)  # NumPy integers become Python ints
     if min(result) < minimum:
         raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
     return result
@@ -57,11 +58,12 @@ def pair(where, name, value, minimum):
 
 def batch_norm_settings(where, eps, momentum):
     """(eps, momentum) of a batch norm as floats: eps > 0, momentum in [0, 1]."""
+    eps, momentum = check_real(where, "eps", eps), check_real(where, "momentum", momentum)  # types first
     if not eps > 0:
         raise ValueError(f"{where}: eps must be > 0, got {eps}")
     if not 0 <= momentum <= 1:
         raise ValueError(f"{where}: momentum must be in [0, 1], got {momentum}")
-    return float(eps), float(momentum)
+    return eps, momentum
 
 
 def shortcut_option(where, option):

@@ -111,7 +111,8 @@ def resumed_config(cfg):
         resumed.iterations = None
     if cfg.iterations is not None:
         resumed.epochs = None
-    resumed.out, resumed.progress, resumed.device = out, cfg.progress, cfg.device
+    # How to run it (where, with what progress bar, replayed as a CUDA graph or not) is this call's choice.
+    resumed.out, resumed.progress, resumed.device, resumed.cuda_graph = out, cfg.progress, cfg.device, cfg.cuda_graph
     resumed.distributed = cfg.distributed  # the run may resume on any number of ranks
     return resumed.validate()
 

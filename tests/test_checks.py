@@ -64,3 +64,13 @@ def test_the_same_seed_rule_everywhere():
                 lambda: cifar_resnet(8, seed=1.5)):
         with pytest.raises(TypeError, match="seed must be None, an int or a numpy.random.Generator"):
             bad()
+
+
+def test_pair_takes_numpy_integers_and_batch_norm_settings_check_types():
+    assert nn.Conv2d(3, 4, np.int64(3)).kernel_size == (3, 3)
+    with pytest.raises(TypeError, match="BatchNorm2d: eps must be a real number"):
+        nn.BatchNorm2d(4, eps="1e-5")
+    with pytest.raises(TypeError, match="BatchNorm2d: momentum must be a real number"):
+        nn.BatchNorm2d(4, momentum=None)
+    with pytest.raises(ValueError, match="BatchNorm2d: eps must be finite"):
+        nn.BatchNorm2d(4, eps=float("inf"))

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from minires import data
+from minires.data import cifar10
+from minires.data import loader as data_loader
 from minires.backend import gpu_available
 
 SAMPLE_DIR = Path(os.environ.get(
@@ -90,7 +92,7 @@ def test_sample_order_and_channel_layout_match_raw_batches(sample):
     x_train, y_train, _, _ = sample
     with tarfile.open(SAMPLE_ARCHIVE) as tar:
         raw = tar.extractfile("cifar-10-batches-py/data_batch_2").read()
-    batch = data._BatchUnpickler(io.BytesIO(raw), "test").load()
+    batch = cifar10._BatchUnpickler(io.BytesIO(raw), "test").load()
     np.testing.assert_array_equal(x_train[800, 0].ravel(), batch["data"][0, :1024])
     np.testing.assert_array_equal(x_train[800, 2].ravel(), batch["data"][0, 2048:])
     assert y_train[800:1600].tolist() == batch["labels"]
@@ -111,7 +113,7 @@ def test_sample_extracted_directory_loads_the_same(sample, tmp_path):
 def test_class_names_match_batches_meta():
     with tarfile.open(SAMPLE_ARCHIVE) as tar:
         meta = tar.extractfile("cifar-10-batches-py/batches.meta").read()
-    assert tuple(data._BatchUnpickler(io.BytesIO(meta), "meta").load()["label_names"]) == \
+    assert tuple(cifar10._BatchUnpickler(io.BytesIO(meta), "meta").load()["label_names"]) == \
         data.CIFAR10_CLASSES
 
 
@@ -253,7 +255,7 @@ def test_malicious_pickle_does_not_execute(tmp_path, make, form):
 def test_codecs_encode_only_allowed_for_latin1():
     evil = pickle.dumps(_Evil(__import__("_codecs").encode, "x", "rot13"), protocol=2)
     with pytest.raises(pickle.UnpicklingError, match="latin1"):
-        data._BatchUnpickler(io.BytesIO(evil), "t").load()
+        cifar10._BatchUnpickler(io.BytesIO(evil), "t").load()
 
 
 # --------------------------------------------------------------------------- finding
@@ -515,7 +517,7 @@ def test_resuming_from_saved_rng_state_is_bit_identical():
     kwargs = dict(shuffle=True, augment=True, mean=mean)
     rng = np.random.default_rng(123)
     list(data.iterate_batches(x, y, 8, rng=rng, **kwargs))       # epoch 0
-    saved = data._copy_state(rng.bit_generator.state)            # checkpoint at epoch 1 start
+    saved = data_loader._copy_state(rng.bit_generator.state)            # checkpoint at epoch 1 start
     run = list(data.iterate_batches(x, y, 8, rng=rng, **kwargs))  # epoch 1
     after = rng.bit_generator.state
     nxt = list(data.iterate_batches(x, y, 8, rng=rng, **kwargs))  # epoch 2
@@ -598,3 +600,11 @@ def test_synthetic_labels_are_learnable():
     assert (dist.argmin(1) == y_test).mean() > 0.9
     flipped = feats(x_test[..., ::-1])  # flips keep the class
     assert (((flipped[:, None, :] - means[None]) ** 2).sum(-1).argmin(1) == y_test).mean() > 0.9
+
+
+def test_loader_checks_its_batch_size_when_built():
+    x, y = np.zeros((10, 32, 32, 3), np.uint8), np.zeros(10, np.int64)
+    with pytest.raises(ValueError, match="Loader: batch_size must be an integer >= 1"):
+        data.Loader(x, y, 0)
+    with pytest.raises(TypeError, match="Loader: batch_size must be an integer"):
+        data.Loader(x, y, 2.5)

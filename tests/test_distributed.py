@@ -116,6 +116,34 @@ def test_sync_batchnorm_alone_is_batchnorm2d_and_converts_in_place():
     assert set(sync.state_dict()) == set(bn.state_dict())
 
 
+class CountingGroup:
+    """A stand-in process group of one rank that counts the allreduces it is asked for."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def all_reduce_sum(self, array):
+        self.calls += 1
+        return array
+
+
+@pytest.mark.parametrize("track_running_stats", [True, False])
+def test_sync_batchnorm_communicates_in_training_mode_only(track_running_stats):
+    """Evaluation may run on rank 0 alone (the trainer does), so eval mode must never wait for
+    other ranks, even without running statistics (each rank then normalises its own batch)."""
+    group = CountingGroup()
+    bn = nn.SyncBatchNorm(3, track_running_stats=track_running_stats, process_group=group).double()
+    x = Tensor(np.random.default_rng(1).standard_normal((4, 3, 5, 5)), requires_grad=True)
+    bn(x).sum().backward()
+    assert group.calls == 3  # forward: sums, then sums of squares; backward: the two dx sums in one
+    bn.eval()
+    y = bn(x)
+    assert group.calls == 3, "eval mode communicated"
+    if not track_running_stats:
+        ref = nn.BatchNorm2d(3, track_running_stats=False).double().eval()
+        np.testing.assert_allclose(y.data, ref(x).data, rtol=1e-12)
+
+
 # --------------------------------------------------------------------------- under mpiexec -n 2
 
 def _single_process_step(halves):

@@ -79,7 +79,7 @@ def test_findings_say_so_when_a_comparison_goes_the_wrong_way():
     _, summary = degradation.summarise(results, [20, 56], 960)
     degradation_, deep, shallow, resnets = summary["findings"]
     assert "plain-56 ends below plain-20 in 2 of 2 seeds" in degradation_ and "NO degradation" in degradation_
-    assert "ResNet-56 ends below plain-56 in 1 of 2 seeds" in deep and "do NOT help in every seed" in deep
+    assert "ResNet-56 ends below plain-56 in 1 of 2 seeds" in deep and "neither net is consistently ahead" in deep
     assert "not the same way in every seed" in deep
     assert "ResNet-20 ends above plain-20 in 2 of 2 seeds" in shallow and "do NOT help" in shallow
     assert "ResNet-56 ends below ResNet-20 in 2 of 2 seeds" in resnets and "already ends lower" in resnets
@@ -127,6 +127,9 @@ def test_response_claims_met_and_not_met():
     assert claims[1]["met"] is False and "in 1 of 2 seeds" in claims[1]["text"]
     assert "plain-56 seed 0" in claims[2]["text"]
     assert responses.check_claims([_response(True, 20, 0, 1.0)])[0]["met"] is None
+    # two ResNet depths, but trained in no common seed: nothing to compare seed by seed
+    apart = responses.check_claims([_response(False, 20, 0, 0.6), _response(False, 56, 1, 0.4)])
+    assert apart[1]["met"] is None and "cannot be checked" in apart[1]["text"], apart[1]
 
 
 # --------------------------------------------------------------------------- end to end

@@ -1,4 +1,6 @@
 """conv2d: forward against direct nested loops, backward by gradcheck, float32 kept."""
+import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -115,3 +117,14 @@ def test_batch_chunks_cover_the_batch_once():
     images = [i for sl, _ in chunks for i in range(10)[sl]]
     columns = [c for _, sl in chunks for c in range(160)[sl]]
     assert images == list(range(10)) and columns == list(range(160))
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "winograd"])
+def test_conv2d_on_an_empty_batch(algorithm):
+    """N = 0 gives an empty output and zero weight gradients, as in PyTorch (not a division by zero)."""
+    x = tensor(np.zeros((0, 8, 6, 6)), "cpu", requires_grad=True)
+    w = tensor(np.ones((4, 8, 3, 3)), "cpu", requires_grad=True)
+    y = F.conv2d(x, w, padding=1, algorithm=algorithm)
+    assert y.shape == (0, 4, 6, 6)
+    y.sum().backward()
+    assert x.grad.shape == (0, 8, 6, 6) and w.grad.shape == (4, 8, 3, 3) and not w.grad.any()

@@ -27,14 +27,13 @@ from .cifar10 import (
     TRAIN_BATCHES,
     DatasetError,
     DownloadError,
-    _BatchUnpickler,
     default_data_dir,
     download_cifar10,
     find_cifar10,
     find_or_download_cifar10,
     load_cifar10,
 )
-from .loader import Loader, _copy_state, iterate_batches, num_batches, train_val_split
+from .loader import Loader, iterate_batches, num_batches, train_val_split
 from .synthetic import synthetic_cifar
 from .transforms import crop_flip, draw_crop_flip, normalize, per_pixel_mean, random_crop_flip
 

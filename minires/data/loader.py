@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .._checks import as_generator, check_generator
+from .._checks import as_generator, check_generator, check_int
 from ..backend import check_device, to_device
 from .transforms import _check_images, _check_mean, crop_flip, draw_crop_flip, normalize
 
@@ -131,6 +131,7 @@ class Loader:
                  drop_last=False, device="cpu", rng=None, padding=4):
         if rng is not None:
             rng = as_generator(rng, "Loader")
+        batch_size = check_int("Loader", "batch_size", batch_size, minimum=1)  # once, when built
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shuffle, self.augment, self.mean = shuffle, augment, mean
         self.drop_last, self.device, self.rng, self.padding = drop_last, device, rng, padding

@@ -278,8 +278,12 @@ def findings(final, depths, budget_iterations, trained_below=TRAINED_BELOW):
     c = paired(final, r_d, p_d)
     if c:
         comparisons.append({"finding": "shortcuts_deep", **c})
-        verdict = (f"the shortcuts help {_every(c)}" if _consistent(c, higher=False) else
-                   f"the shortcuts do NOT help {_every(c)}")
+        if _consistent(c, higher=False):
+            verdict = f"the shortcuts help {_every(c)}"
+        elif _consistent(c, higher=True):
+            verdict = f"the shortcuts do NOT help: the plain net ends lower {_every(c)}"
+        else:
+            verdict = f"at depth {deep} neither net is consistently ahead at this budget"
         sentences.append(f"Shortcuts at depth {deep} (ResNet-{deep} vs plain-{deep}): {versus(c)}: {verdict}.")
 
     c = paired(final, r_s, p_s)

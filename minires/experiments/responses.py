@@ -110,16 +110,18 @@ def check_claims(results, left_out=()):
 
     by_depth = {d: _mean_std_by_seed(results, False, d) for d in depths}
     by_depth = {d: v for d, v in by_depth.items() if v}
-    if len(by_depth) >= 2:
-        ds = sorted(by_depth)
-        seeds = sorted(set.intersection(*(set(v) for v in by_depth.values())))
+    ds = sorted(by_depth)
+    # compared seed by seed: two trained depths or more, with trained seeds in common
+    seeds = sorted(set.intersection(*(set(v) for v in by_depth.values()))) if len(ds) >= 2 else []
+    if seeds:
         falls = sum(all(by_depth[b][s] < by_depth[a][s] for a, b in zip(ds, ds[1:])) for s in seeds)
-        met = bool(seeds) and falls == len(seeds)
+        met = falls == len(seeds)
         listing = ", ".join(f"ResNet-{d} {_pm([by_depth[d][s] for s in seeds])}" for d in ds)
         text = (f"Deeper ResNets respond less: {listing}; falling with every added depth in {falls} of "
                 f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}. {'Met' if met else 'NOT met'} at this budget.")
     else:
-        met, text = None, "Deeper ResNets respond less: cannot be checked here (fewer than two trained ResNet depths)."
+        met, text = None, ("Deeper ResNets respond less: cannot be checked here (fewer than two trained ResNet "
+                           "depths with a seed in common).")
     claims.append({"claim": "deeper_resnets_respond_less", "met": met, "text": text})
     if left_out:
         claims.append({"claim": "left_out", "met": None,

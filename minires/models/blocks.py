@@ -29,11 +29,9 @@ Two options from later papers, off by default:
 Blocks here are built with PyTorch's default layer initialisation; ``ResNet`` then
 applies He initialisation to all of them (``he_init_``).
 """
-import numpy as np
-
 from .. import functional as F
 from .. import nn
-from .._checks import SHORTCUT_OPTIONS, as_generator, shortcut_option
+from .._checks import shortcut_option
 from ..nn import init
 
 

@@ -17,8 +17,6 @@ the number of filters doubles, so each layer's cost stays the same (Sec. 3.3).
 Attribute names (``conv1``, ``bn1``, ``layer1``..``layer4``, ``fc``; inside blocks ``conv1``,
 ``bn1``, ..., ``downsample``) are torchvision's, so state-dict keys read the same.
 """
-import numpy as np
-
 from .. import nn
 from .._checks import as_generator, check_int, shortcut_option
 from .blocks import BLOCKS, conv3x3, he_init_

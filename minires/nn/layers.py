@@ -155,12 +155,16 @@ class BatchNorm2d(Module):
             self.running_var[...] = 1
             self.num_batches_tracked[...] = 0
 
+    process_group = None  # SyncBatchNorm's ranks; a plain BatchNorm2d normalises over its own batch
+
     def forward(self, x):
-        _check_4d("BatchNorm2d", x.shape)
+        _check_4d(type(self).__name__, x.shape)
         # Without running statistics there is nothing else to use: batch statistics always.
         use_batch_stats = self.training or not self.track_running_stats
         y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                         training=use_batch_stats, momentum=self.momentum, eps=self.eps)
+                         training=use_batch_stats, momentum=self.momentum, eps=self.eps,
+                         # only training communicates: evaluation may run on one rank alone
+                         process_group=self.process_group if self.training else None)
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1  # in place: the buffer stays the same array
         return y

@@ -7,8 +7,7 @@ compute exactly what one process computes on the whole batch. The math, and the 
 does it, are ``minires.ops.norm.BatchNorm`` with a ``process_group``: every per-channel sum is
 allreduced, two small messages in forward and one in backward per layer.
 """
-from .. import functional as F
-from .layers import BatchNorm2d, _check_4d
+from .layers import BatchNorm2d
 from .module import Module
 
 
@@ -17,8 +16,9 @@ class SyncBatchNorm(BatchNorm2d):
 
     ``process_group``: the ranks that share the statistics, e.g. what
     ``minires.distributed.setup`` returns (any object with ``all_reduce_sum(array)``); None:
-    this process alone, which is then the same as ``BatchNorm2d``. Eval mode uses the running
-    statistics and never communicates. Parameters, buffers and ``state_dict`` keys are
+    this process alone, which is then the same as ``BatchNorm2d``. Eval mode never communicates
+    (``BatchNorm2d.forward`` passes the group in training mode only): with running statistics it
+    uses them, without (``track_running_stats=False``) each rank normalises its own batch. Parameters, buffers and ``state_dict`` keys are
     ``BatchNorm2d``'s, so checkpoints move freely between the two.
     """
 
@@ -26,16 +26,6 @@ class SyncBatchNorm(BatchNorm2d):
                  process_group=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
         self.process_group = process_group
-
-    def forward(self, x):
-        _check_4d("SyncBatchNorm", x.shape)
-        use_batch_stats = self.training or not self.track_running_stats
-        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                         training=use_batch_stats, momentum=self.momentum, eps=self.eps,
-                         process_group=self.process_group)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-        return y
 
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):

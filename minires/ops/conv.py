@@ -115,11 +115,13 @@ def batch_chunks(x, rows, pixels_per_image, chunk_bytes=None):
 
     ``rows`` is the column matrix's height (C*kh*kw); ``images`` slices the batch axis and
     ``columns`` the matching columns of an (O, N*OH*OW) matrix (each image owns
-    ``pixels_per_image`` = OH*OW consecutive columns). On the CPU the number of chunks is a
-    multiple of the thread count, so the worker threads get equal shares; on the GPU the
-    whole batch is one chunk.
+    ``pixels_per_image`` = OH*OW consecutive columns). On the CPU the number of chunks is rounded
+    up towards a multiple of the thread count (fewer when images run out), so the worker threads
+    get about equal shares; on the GPU the whole batch is one chunk.
     """
     n = x.shape[0]
+    if n == 0:
+        return [(slice(0, 0), slice(0, 0))]  # an empty batch: one empty chunk (zero weight gradients)
     step = n
     if get_array_module(x) is np:
         threads = get_num_threads()

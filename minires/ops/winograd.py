@@ -292,7 +292,7 @@ class Winograd2d(Function):
         n, c, h, w = x.shape
         o, _, oh, ow = gy.transpose(1, 0, 2, 3).shape
         gy_c = gy.transpose(1, 0, 2, 3)  # (O, N, OH, OW): a view, contiguous when gy is channel-major
-        needs = [t is not None and t.requires_grad for t in self.inputs]
+        needs = self.needs_input_grad
         gx = xp.empty((c, n, h, w), dtype=x.dtype) if needs[0] else None
         u_t = u.transpose(0, 2, 1)
 
