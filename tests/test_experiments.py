@@ -181,10 +181,14 @@ def test_degradation_skips_finished_runs_and_resumes(tmp_path, capsys):
     assert capsys.readouterr().out.count("already trained") == 2
 
 
-def test_degradation_trains_nets_in_parallel_workers(tmp_path):
+def test_degradation_trains_nets_in_parallel_workers(tmp_path, monkeypatch):
     out = tmp_path / "deg"
     args = [*TINY, "--depths", "8", "--seeds", "1", "--out", str(out), "--no-responses", "--jobs", "2"]  # the last --jobs wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     assert degradation.main(args) == 0
+    # the workers ran with one thread each; this process's own setting is back as it was
+    assert os.environ["OMP_NUM_THREADS"] == "2" and "MKL_NUM_THREADS" not in os.environ
     for name in ("plain8-s0", "resnet8-s0"):
         assert "final test error" in (out / "runs" / name / "log.txt").read_text()
     assert json.loads((out / "summary.json").read_text())["nets"]["resnet8"]["final"]["0"]["iteration"] == 4

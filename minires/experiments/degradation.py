@@ -25,6 +25,7 @@ Interrupted? Run the same command again: finished runs are kept, unfinished ones
 ``--report-only`` rewrites the figure, table and summary from the run directories as they are.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -69,10 +70,6 @@ def seed_list(values):
     if any(s < 0 for s in values):
         raise ValueError(f"degradation: seeds must be >= 0, got {values}")
     return list(dict.fromkeys(values))
-
-
-def net_name(plain, depth):
-    return T.run_name(plain, depth)
 
 
 def run_dir(out, plain, depth, seed):
@@ -143,11 +140,29 @@ def run_all(args, log=print):
         return [train_or_resume(cfg, log) for cfg in configs]
     import concurrent.futures
     import multiprocessing
-    # Workers are fresh processes (spawn): they read the thread count when NumPy loads.
-    os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     log(f"training {len(configs)} runs, {args.jobs} at a time; logs in {args.out}/runs/*/log.txt")
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+    with _one_thread_environment(), concurrent.futures.ProcessPoolExecutor(
+            args.jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
         return list(ex.map(_train_in_worker, configs))
+
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _one_thread_environment():
+    """One thread for the workers spawned inside: fresh processes (spawn) read the thread count
+    from their environment when NumPy loads. This process's environment is restored after."""
+    saved = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _finished(last, cfg):
@@ -165,7 +180,7 @@ def collect(out, depths, seeds):
     for plain in (True, False):
         for depth in depths:
             per_seed = {s: T.read_metrics(run_dir(out, plain, depth, s)) for s in seeds}
-            results[net_name(plain, depth)] = {s: rows for s, rows in per_seed.items() if rows}
+            results[T.run_name(plain, depth)] = {s: rows for s, rows in per_seed.items() if rows}
     return results
 
 
@@ -252,8 +267,8 @@ def findings(final, depths, budget_iterations, trained_below=TRAINED_BELOW):
     shallow, deep = min(depths), max(depths)
     if shallow == deep:
         return sentences, comparisons
-    p_s, p_d, r_s, r_d = (net_name(True, shallow), net_name(True, deep), net_name(False, shallow),
-                          net_name(False, deep))
+    p_s, p_d, r_s, r_d = (T.run_name(True, shallow), T.run_name(True, deep), T.run_name(False, shallow),
+                          T.run_name(False, deep))
 
     c = paired(final, p_d, p_s)
     if c:
@@ -275,28 +290,21 @@ def findings(final, depths, budget_iterations, trained_below=TRAINED_BELOW):
             chance += ": a deep plain net that trains, but worse, as in the paper"
         sentences.append(f"Degradation (plain-{deep} vs plain-{shallow}): {versus(c)}: {verdict}; {chance}.")
 
-    c = paired(final, r_d, p_d)
-    if c:
-        comparisons.append({"finding": "shortcuts_deep", **c})
+    for finding, depth, resnet, plain, helps in (("shortcuts_deep", deep, r_d, p_d, "the shortcuts help"),
+                                                 ("shortcuts_shallow", shallow, r_s, p_s,
+                                                  "the shortcuts help at this depth too,")):
+        c = paired(final, resnet, plain)
+        if not c:
+            continue
+        comparisons.append({"finding": finding, **c})
         if _consistent(c, higher=False):
-            verdict = f"the shortcuts help {_every(c)}"
+            verdict = f"{helps} {_every(c)}"
         elif _consistent(c, higher=True):
-            verdict = f"the shortcuts do NOT help: the plain net ends lower {_every(c)}"
-        else:
-            verdict = f"at depth {deep} neither net is consistently ahead at this budget"
-        sentences.append(f"Shortcuts at depth {deep} (ResNet-{deep} vs plain-{deep}): {versus(c)}: {verdict}.")
-
-    c = paired(final, r_s, p_s)
-    if c:
-        comparisons.append({"finding": "shortcuts_shallow", **c})
-        if _consistent(c, higher=False):
-            verdict = f"the shortcuts help at this depth too, {_every(c)}"
-        elif _consistent(c, higher=True):
-            verdict = (f"at depth {shallow} the shortcuts do NOT help at this budget: the plain net ends lower "
+            verdict = (f"at depth {depth} the shortcuts do NOT help at this budget: the plain net ends lower "
                        f"{_every(c)}")
         else:
-            verdict = f"at depth {shallow} neither net is consistently ahead at this budget"
-        sentences.append(f"Shortcuts at depth {shallow} (ResNet-{shallow} vs plain-{shallow}): {versus(c)}: {verdict}.")
+            verdict = f"at depth {depth} neither net is consistently ahead at this budget"
+        sentences.append(f"Shortcuts at depth {depth} (ResNet-{depth} vs plain-{depth}): {versus(c)}: {verdict}.")
 
     c = paired(final, r_d, r_s)
     if c:
@@ -313,8 +321,8 @@ def findings(final, depths, budget_iterations, trained_below=TRAINED_BELOW):
 
     if len(depths) > 2:
         for plain in (True, False):
-            means = [(d, spread([100 * r["train_err"] for r in final[net_name(plain, d)].values()]))
-                     for d in depths if final.get(net_name(plain, d))]
+            means = [(d, spread([100 * r["train_err"] for r in final[T.run_name(plain, d)].values()]))
+                     for d in depths if final.get(T.run_name(plain, d))]
             if len(means) < 3:
                 continue
             rises = all(b[1]["mean"] > a[1]["mean"] for a, b in zip(means, means[1:]))
@@ -338,7 +346,7 @@ def plot_figure6(results, depths, path, title):
     axes = fig.subplots(1, 2, sharey=True)
     for ax, plain in zip(axes, (True, False)):
         for i, depth in enumerate(depths):
-            per_seed = results.get(net_name(plain, depth))
+            per_seed = results.get(T.run_name(plain, depth))
             if not per_seed:
                 continue
             c = curves(per_seed)
@@ -379,7 +387,7 @@ def summarise(results, depths, budget_iterations=None, trained_below=TRAINED_BEL
     nets = {}
     for plain in (True, False):
         for depth in depths:
-            name = net_name(plain, depth)
+            name = T.run_name(plain, depth)
             per_seed = final.get(name, {})
             if not per_seed:
                 lines.append(f"| {T.model_name(plain, depth)} | 0 | - | not run | not run |")
