@@ -74,15 +74,16 @@ def shortcut_option(where, option):
     return option
 
 
-def as_generator(seed, where="seed"):
-    """``seed`` (None, an int, or a numpy Generator) as a ``numpy.random.Generator``.
+def as_generator(seed, where="seed", name="seed"):
+    """``seed`` (None, an int, or a numpy Generator) as a ``numpy.random.Generator``; ``name`` is
+    the argument's name in the error.
 
     A Generator is returned as it is (so successive calls keep drawing from one stream).
     """
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"{where}: seed must be None, an int or a numpy.random.Generator, got {seed!r}")
+        raise TypeError(f"{where}: {name} must be None, an int or a numpy.random.Generator, got {seed!r}")
     return np.random.default_rng(seed)
 
 

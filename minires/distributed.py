@@ -323,13 +323,13 @@ def _use_local_gpu(group):
 
 
 def _warn_about_threads(group):
-    """One hint from rank 0 when several ranks share a machine and nobody limited BLAS threads."""
+    """One hint from rank 0 when several ranks share a machine and nobody set their thread count."""
     per_node = group.comm.Split_type(group.MPI.COMM_TYPE_SHARED).Get_size()
     limited = any(v in os.environ for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
     if group.is_root and per_node > 1 and not limited:
         cores = os.cpu_count() or 1
-        print(f"minires.distributed: {per_node} ranks share this machine's {cores} CPU cores and each BLAS "
-              f"uses all of them; for speed launch with OMP_NUM_THREADS={max(1, cores // per_node)} "
+        print(f"minires.distributed: {per_node} ranks share this machine's {cores} CPU cores and each rank's "
+              f"convolutions use all of them (minires.get_num_threads); for speed launch with OMP_NUM_THREADS={max(1, cores // per_node)} "
               f"(e.g. OMP_NUM_THREADS={max(1, cores // per_node)} mpiexec -n {per_node} ...)", file=sys.stderr, flush=True)
 
 

@@ -28,6 +28,7 @@ import numbers
 import numpy as np
 
 from . import functional as F
+from ._checks import as_generator, check_int
 from .backend import device_of, get_array_module, to_device, to_numpy
 from .engine import Tensor, no_grad
 
@@ -69,10 +70,7 @@ def filter_normalized_direction(model, rng=None):
     """
     func = "filter_normalized_direction"
     params = _named_parameters(func, model)
-    if not isinstance(rng, np.random.Generator):
-        if rng is not None and (isinstance(rng, bool) or not isinstance(rng, numbers.Integral)):
-            raise TypeError(f"{func}: rng must be a numpy.random.Generator, an int seed or None, got {rng!r}")
-        rng = np.random.default_rng(rng)
+    rng = as_generator(rng, func, name="rng")
     direction = {}
     for name, p in params.items():
         xp = get_array_module(p.data)
@@ -183,8 +181,7 @@ def loss_grid(model, x, y, directions, alphas, betas=None, *, batch_size=256):
         betas = _check_grid_axis(func, "betas", betas)
     elif betas is not None:
         raise ValueError(f"{func}: betas given but only one direction; pass [d1, d2] for a 2-D grid")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"{func}: batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int(func, "batch_size", batch_size, minimum=1)
     x = x.data if isinstance(x, Tensor) else x
     y = y.data if isinstance(y, Tensor) else y
     if getattr(x, "ndim", None) != 4 or x.shape[0] == 0:

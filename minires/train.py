@@ -32,8 +32,9 @@ from .config import TrainConfig, build_model, config_from_dict
 from .engine import Tensor, no_grad
 from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
 from .optim.lr_scheduler import paper_milestones
-from .rundir import (METRIC_FIELDS, append_metrics, clear_metrics, format_row, load_model, model_name,  # noqa: F401
-                     plot_curves, read_metrics, run_name, truncate_metrics, write_config)
+# METRIC_FIELDS and run_name are also re-exported: minires.train.<name> as before the split
+from .rundir import (METRIC_FIELDS, append_metrics, clear_metrics, default_out, format_row,  # noqa: F401
+                     load_model, model_name, plot_curves, read_metrics, run_name, truncate_metrics, write_config)
 
 __all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_data", "plan", "make_schedule",
            "pixel_mean_of", "NonFiniteLoss", "build_model", "config_from_dict", "load_model", "main"]
@@ -341,7 +342,7 @@ def train(cfg, resume=False, log=print):
 
 def _train(cfg, resume, log, dist):
     if cfg.out is None:
-        cfg.out = os.path.join("runs", run_name(cfg.plain, cfg.depth))
+        cfg.out = default_out(cfg)
     os.makedirs(cfg.out, exist_ok=True)
     trainer = Trainer(cfg, log=log)
     last = os.path.join(cfg.out, "last.npz")
