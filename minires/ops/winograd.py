@@ -176,11 +176,9 @@ def input_transform(q, grid):
     xp = get_array_module(q)
     n_t = grid.size + 1  # t is read with column shifts 0 and 1
     t = xp.empty((4, 2, n_t), dtype=q.dtype)
-    for cp in range(2):
-        _apply_b_t([q[k % 2, cp, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)], t[:, cp])
+    _apply_b_t([q[k % 2, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)], t)  # both parities at once
     v = xp.empty((4, 4, grid.size), dtype=q.dtype)
-    for a in range(4):
-        _apply_b_t([t[a, l % 2, l // 2:l // 2 + grid.size] for l in range(4)], v[a])
+    _apply_b_t([t[:, l % 2, l // 2:l // 2 + grid.size] for l in range(4)], v.transpose(1, 0, 2))  # all 4 rows a at once
     return v.reshape(16, grid.c, grid.tiles)
 
 
@@ -191,11 +189,9 @@ def input_transform_adjoint(dv, grid):
     n_t = grid.size + 1
     dv = dv.reshape(4, 4, grid.size)
     dt = xp.zeros((4, 2, n_t), dtype=dv.dtype)
-    for a in range(4):
-        _add_b(dv[a], [dt[a, l % 2, l // 2:l // 2 + grid.size] for l in range(4)])
+    _add_b(dv.transpose(1, 0, 2), [dt[:, l % 2, l // 2:l // 2 + grid.size] for l in range(4)])
     dq = grid.zero_planes(xp, dv.dtype)
-    for cp in range(2):
-        _add_b(dt[:, cp], [dq[k % 2, cp, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)])
+    _add_b(dt, [dq[k % 2, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)])
     return dq
 
 
@@ -208,12 +204,12 @@ def output_transform(m, grid, y):
     m = m.reshape(4, 4, o * grid.tiles)
     z = xp.empty((2, 4, o * grid.tiles), dtype=m.dtype)  # A^T along rows, long flat adds
     _apply_a_t(m, z[0], z[1])
-    block = xp.empty((2, o * grid.tiles), dtype=m.dtype)
+    block = xp.empty((2, 2, o * grid.tiles), dtype=m.dtype)  # then along columns, both rows i at once
+    _apply_a_t(z.transpose(1, 0, 2), block[:, 0], block[:, 1])
     for i in range(2):
-        _apply_a_t(z[i], block[0], block[1])
         for j in range(2):
             dst = y[:, :, i::2, j::2]
-            dst[...] = block[j].reshape((o,) + grid.plane[1:])[:, :, :dst.shape[2], :dst.shape[3]]
+            dst[...] = block[i, j].reshape((o,) + grid.plane[1:])[:, :, :dst.shape[2], :dst.shape[3]]
 
 
 def output_transform_adjoint(dy, grid):
@@ -227,12 +223,10 @@ def output_transform_adjoint(dy, grid):
             src = dy[:, :, i::2, j::2]
             e[i, j, :, :, :src.shape[2], :src.shape[3]] = src
     e = e.reshape(2, 2, o * grid.tiles)
-    z = xp.empty((4, 2, o * grid.tiles), dtype=dy.dtype)  # A along rows
-    for j in range(2):
-        _apply_a(e[0, j], e[1, j], z[:, j])
-    dm = xp.empty((4, 4, o * grid.tiles), dtype=dy.dtype)
-    for a in range(4):
-        _apply_a(z[a, 0], z[a, 1], dm[a])
+    z = xp.empty((4, 2, o * grid.tiles), dtype=dy.dtype)  # A along rows, both columns j at once
+    _apply_a(e[0], e[1], z)
+    dm = xp.empty((4, 4, o * grid.tiles), dtype=dy.dtype)  # then along columns, all 4 rows a at once
+    _apply_a(z[:, 0], z[:, 1], dm.transpose(1, 0, 2))
     return dm.reshape(16, o, grid.tiles)
 
 
