@@ -1,6 +1,7 @@
 """minires.set_num_threads: one setting for the CPU threads; results do not depend on it."""
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 import minires
 import minires.functional as F
@@ -47,3 +48,74 @@ def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monke
         results.append((y.numpy(), np.asarray(xt.grad), np.asarray(wt.grad)))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@given(n=st.integers(0, 300), pieces=st.integers(1, 9), align=st.sampled_from([1, 4, 16]))
+def test_splits_cover_the_range_in_order(n, pieces, align):
+    from minires.threads import _splits
+    slices = _splits(n, pieces, align)
+    assert len(slices) <= pieces
+    assert slices[0].start == 0 and slices[-1].stop == n
+    for a, b in zip(slices, slices[1:]):
+        assert a.stop == b.start and (a.stop - a.start) % align == 0 and a.stop > a.start
+
+
+def _layouts(shape, rng):
+    """The same values as a C-contiguous array and as a channel-major (C, N, ...) one seen as NCHW."""
+    a = rng.standard_normal(shape)
+    return {"nchw": a, "channel-major": np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)}
+
+
+def test_for_each_piece_gives_each_thread_a_stretch_of_shared_layouts(restore_threads, monkeypatch):
+    import minires.threads as threads
+    monkeypatch.setattr(threads, "MIN_SPLIT_BYTES", 0)
+    minires.set_num_threads(3)
+    a = _layouts((4, 5, 6, 7), np.random.default_rng(0))
+    seen = threads.for_each_piece(lambda x, y: (x.ndim, x.size, np.shares_memory(x, a["channel-major"])),
+                                  a["channel-major"], np.empty_like(a["channel-major"]))
+    assert [s[0] for s in seen] == [1, 1, 1] and sum(s[1] for s in seen) == a["nchw"].size and all(s[2] for s in seen)
+    # layouts that differ: one call on the arrays as they are
+    seen = threads.for_each_piece(lambda x, y: (x.shape, y.shape), a["channel-major"], a["nchw"])
+    assert seen == [((4, 5, 6, 7), (4, 5, 6, 7))]
+    minires.set_num_threads(1)
+    assert len(threads.for_each_piece(lambda x: x.size, a["nchw"])) == 1
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_add_are_the_same_on_one_and_on_several_threads(restore_threads, monkeypatch, layout, training):
+    """Batch norm splits its channels, ReLU and the residual add their memory over the threads:
+    every element and every per-channel sum is computed as on one thread, so bit for bit."""
+    import minires.threads as threads
+    monkeypatch.setattr(threads, "MIN_SPLIT_BYTES", 0)
+    rng = np.random.default_rng(1)
+    x = _layouts((6, 5, 4, 3), rng)[layout]
+    other = _layouts((6, 5, 4, 3), rng)  # added in both layouts: shared and differing
+    gamma, beta, gy = rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal((6, 5, 4, 3))
+    results = []
+    for n in (1, 3):
+        minires.set_num_threads(n)
+        xt = minires.Tensor(x, requires_grad=True)
+        g, b = minires.Tensor(gamma, requires_grad=True), minires.Tensor(beta, requires_grad=True)
+        rm, rv = np.zeros(5), np.full(5, 1.5)
+        h = F.relu(F.batch_norm(xt, rm, rv, g, b, training=training))
+        y = h + minires.Tensor(other["nchw"]) + minires.Tensor(other["channel-major"]) + h
+        y.backward(gy)
+        results.append([y.numpy(), rm, rv] + [np.asarray(t.grad) for t in (xt, g, b)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads_", [1, 3])
+@pytest.mark.parametrize("size", [5, 1023, 1024, 3000])
+def test_relu_forward_matches_numpy_maximum_at_any_size(restore_threads, monkeypatch, threads_, size):
+    """ReLU reads 1-D memory as rows of 1024 against a row of zeros (a faster NumPy loop), the
+    remainder with the scalar: the same values as np.maximum(x, 0), NaN and infinities included."""
+    import minires.threads as threads
+    monkeypatch.setattr(threads, "MIN_SPLIT_BYTES", 0)
+    minires.set_num_threads(threads_)
+    x = np.random.default_rng(2).standard_normal(size).astype(np.float32)
+    x[::7] = np.nan
+    x[1::11] = -np.inf
+    x[2::13] = np.inf
+    np.testing.assert_array_equal(F.relu(minires.Tensor(x)).numpy(), np.maximum(x, 0))

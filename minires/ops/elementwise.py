@@ -10,6 +10,7 @@ import numpy as np
 from .. import gpu_kernels
 from ..backend import get_array_module
 from ..engine import Function, Tensor, as_tensor
+from ..threads import for_each_piece
 
 
 def unbroadcast(grad, shape):
@@ -45,7 +46,11 @@ class Add(Function):
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        return a + b
+        if a.shape != b.shape:
+            return a + b
+        out = get_array_module(a).empty_like(a)  # the residual add: on the worker threads (NumPy)
+        for_each_piece(lambda out, a, b: get_array_module(a).add(a, b, out=out), out, a, b)
+        return out
 
     def backward(self, gy):
         (sa, sb), (na, nb) = self.shapes, self.needs_input_grad
@@ -143,20 +148,42 @@ class Log(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0);   dx = dy * [x > 0]   (the subgradient 0 is taken at x = 0, as PyTorch)."""
+    """y = max(x, 0);   dx = dy * [x > 0]   (the subgradient 0 is taken at x = 0, as PyTorch).
+
+    On NumPy data both run on the worker threads, each on a stretch of memory (``for_each_piece``).
+    """
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = xp.maximum(x, 0)
+        self.y = xp.empty_like(x)
+        for_each_piece(_relu_into, self.y, x)
         # Saving y, not the mask y > 0: the next op keeps y alive anyway, a mask would cost
         # another byte per element; recomputing y > 0 in backward is one cheap pass.
         return self.y
 
     def backward(self, gy):
-        return gy * (self.y > 0)
+        xp = get_array_module(gy)
+        gx = xp.empty_like(gy)
+        for_each_piece(lambda gx, gy, y: xp.multiply(gy, y > 0, out=gx), gx, gy, self.y)
+        return gx
 
     def backward_gpu(self, gy):  # the same product as one fused kernel (minires/gpu_kernels.py)
         return gpu_kernels.relu_backward(gy, self.y)
+
+
+# NumPy 2.4's maximum against the scalar 0 runs a loop without SIMD: 0.69 ms per 8 MB here, against
+# 0.31 ms for the same maximum against a contiguous row of zeros. So 1-D memory is read as rows.
+_ROW = 1024
+
+
+def _relu_into(out, x):
+    """out = max(x, 0), the contiguous 1-D NumPy case as rows against one row of zeros."""
+    xp = get_array_module(x)
+    if xp is np and x.ndim == 1 and x.size >= _ROW:
+        rows = x.size - x.size % _ROW
+        np.maximum(x[:rows].reshape(-1, _ROW), np.zeros(_ROW, x.dtype), out=out[:rows].reshape(-1, _ROW))
+        x, out = x[rows:], out[rows:]
+    xp.maximum(x, 0, out=out)
 
 
 def add(a, b):

@@ -3,6 +3,7 @@ from .. import gpu_kernels
 from .._checks import batch_norm_settings
 from ..backend import device_of, get_array_module
 from ..engine import Function, Tensor, as_tensor
+from ..threads import for_each_row_block
 
 
 def channel_rows(x):
@@ -87,11 +88,20 @@ class BatchNorm(Function):
     def forward(self, x, weight, bias):
         xp = get_array_module(x)
         x2 = channel_rows(x)
+        c = x2.shape[0]
+        y2 = xp.empty(x2.shape, dtype=x.dtype)  # x - mean first, then y in place: channel-major like x
         if self.training:
-            total, m = self._all_sum(x2.sum(axis=1), x2.shape[1])
+            sums, sum_sq = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
+            for_each_row_block(lambda r: x2[r].sum(axis=1, out=sums[r]), x2)
+            total, m = self._all_sum(sums, x2.shape[1])
             mean = total / m
-            xc = x2 - mean[:, None]
-            (sum_sq,) = self._all_sum(xp.einsum("cm,cm->c", xc, xc))  # sum of squares without an (x - mean)^2 temporary
+
+            def centre(r):  # sum of squares without an (x - mean)^2 temporary
+                xp.subtract(x2[r], mean[r, None], out=y2[r])
+                sum_sq[r] = xp.einsum("cm,cm->c", y2[r], y2[r])
+
+            for_each_row_block(centre, x2)
+            (sum_sq,) = self._all_sum(sum_sq)
             var = sum_sq / m
             if self.running_mean is not None:
                 mom = x.dtype.type(self.momentum)
@@ -102,35 +112,52 @@ class BatchNorm(Function):
         else:
             # copies: a train-mode call before backward would change the running stats in place
             mean, var = self.running_mean.copy(), self.running_var.copy()
-            xc = x2 - mean[:, None]
+            for_each_row_block(lambda r: xp.subtract(x2[r], mean[r, None], out=y2[r]), x2)
         inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
         self.running_mean = self.running_var = None  # backward needs neither
         self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
         self.m = m if self.training else None  # values per channel of the whole batch
-        # y = gamma * x_hat + beta, computed in place in the xc temporary: two passes, no new array
-        xc *= (inv_std if weight is None else inv_std * weight)[:, None]
-        if bias is not None:
-            xc += bias[:, None]
-        return from_channel_rows(xc, x.shape)
+        scale = inv_std if weight is None else inv_std * weight
+
+        def scale_shift(r):  # y = gamma * x_hat + beta, in place: two passes, no new array
+            y2[r] *= scale[r, None]
+            if bias is not None:
+                y2[r] += bias[r, None]
+
+        for_each_row_block(scale_shift, y2)
+        return from_channel_rows(y2, x.shape)
 
     def backward(self, gy):
         xp = get_array_module(gy)
         gy2, inv_std = channel_rows(gy), self.inv_std
+        c = gy2.shape[0]
         needs = self.needs_input_grad
         scale = inv_std if self.weight is None else inv_std * self.weight  # dy/dx_hat * dx_hat/dx
         dx_from_batch = self.training and needs[0]  # training-mode dx needs both sums below
-        gbeta = gy2.sum(axis=1) if dx_from_batch or needs[2] else None
-        ggamma = gx = None
-        if dx_from_batch or needs[1]:
-            xc = self.x2 - self.mean[:, None]  # recomputed: x_hat = xc * inv_std
-            ggamma = xp.einsum("cm,cm->c", gy2, xc) * inv_std  # sum(dy * x_hat), no temporary
+        gbeta = xp.empty(c, dtype=gy.dtype) if dx_from_batch or needs[2] else None
+        ggamma = xp.empty(c, dtype=gy.dtype) if dx_from_batch or needs[1] else None
+        xc = xp.empty(gy2.shape, dtype=gy.dtype) if ggamma is not None else None
+
+        def sums(r):  # dbeta = sum(dy), dgamma = sum(dy * x_hat), x_hat = xc * inv_std with xc recomputed
+            if gbeta is not None:
+                gy2[r].sum(axis=1, out=gbeta[r])
+            if ggamma is not None:
+                xp.subtract(self.x2[r], self.mean[r, None], out=xc[r])
+                ggamma[r] = xp.einsum("cm,cm->c", gy2[r], xc[r]) * inv_std[r]  # no dy * xc temporary
+
+        for_each_row_block(sums, gy2)
+        gx = None
         if needs[0] and self.training:
             # dx = scale * (dy - sum_dy/m - x_hat * sum_dy_xhat/m), as dy*scale + xc*k_xc + k_1, in place in xc
             sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's (see above)
-            m = self.m
-            xc *= (-scale * inv_std * sum_dy_xhat / m)[:, None]
-            xc += (-scale * sum_dy / m)[:, None]
-            xc += gy2 * scale[:, None]
+            k_xc, k_1 = -scale * inv_std * sum_dy_xhat / self.m, -scale * sum_dy / self.m
+
+            def dx(r):
+                xc[r] *= k_xc[r, None]
+                xc[r] += k_1[r, None]
+                xc[r] += gy2[r] * scale[r, None]
+
+            for_each_row_block(dx, xc)
             gx = from_channel_rows(xc, self.shape)
         elif needs[0]:
             gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
