@@ -6,8 +6,8 @@ ratios that separate processes cannot: every contender sees the same bursts of l
     python benchmarks/step_ab.py --models resnet20 resnet56 --threads 1 2 [--before /tmp/old]
 
 Thread counts are switched between blocks: ``minires.set_num_threads(n)`` (its pool, OpenBLAS
-held at one thread), OpenBLAS at n threads for the older minires and mygrad (set through its
-C API), ``torch.set_num_threads(n)``. ``--clock cpu`` times the main thread's CPU time (steady
+held at one thread; the same for an older minires that has the pool), OpenBLAS at n threads for
+an older minires without it and mygrad (set through its C API), ``torch.set_num_threads(n)``. ``--clock cpu`` times the main thread's CPU time (steady
 under load; meaningful at 1 thread only). Peak memory needs a fresh process: see train_step.py.
 """
 import argparse
@@ -75,11 +75,16 @@ def main():
     p.add_argument("--steps", type=int, default=2, help="timed steps per block")
     p.add_argument("--rounds", type=int, default=3, help="blocks per contender")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep (default): glibc keeps freed memory in this process, for every contender alike "
+                        "(minires/cpu_memory.py, as the training command on the CPU); default: glibc's own")
     args = p.parse_args()
+    train_step.keep_freed_memory(args.malloc)
 
     import minires
     set_blas = openblas_setter()
     before = load_before(args.before) if args.before else None
+    pools = [minires] + ([before] if hasattr(before, "set_num_threads") else [])  # packages with a thread pool
     torch = None
     if not args.no_torch:
         try:
@@ -89,13 +94,13 @@ def main():
     has_mygrad = not args.no_mygrad and importlib.util.find_spec("mygrad") is not None
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"one process, interleaved blocks of {args.steps} steps x {args.rounds} rounds, batch {args.batch}, "
-          f"{args.clock} clock, median ms per step; OpenBLAS thread control: {set_blas is not None}")
+          f"{args.clock} clock, median ms per step; OpenBLAS thread control: {set_blas is not None}; malloc {args.malloc}")
     for threads in args.threads:
         for model in args.models:
             depth = train_step.DEPTHS[model]
             contenders = {"minires": (minires_step(minires, depth, args.batch), "pool")}
-            if before is not None:
-                contenders["minires before"] = (minires_step(before, depth, args.batch), "blas")
+            if before is not None:  # an older minires with the thread pool uses it; one from before, OpenBLAS's threads
+                contenders["minires before"] = (minires_step(before, depth, args.batch), "pool" if pools[-1] is before else "blas")
             if torch is not None:
                 contenders["torch"] = (train_step._torch_step(depth, args.batch, "cpu", threads), "torch")
             if has_mygrad and model == "resnet20":
@@ -103,7 +108,8 @@ def main():
             times = {name: [] for name in contenders}
             for _ in range(args.rounds):
                 for name, (step, kind) in contenders.items():
-                    minires.set_num_threads(threads if kind == "pool" else 1)
+                    for pkg in pools:
+                        pkg.set_num_threads(threads if kind == "pool" else 1)
                     if set_blas is not None:
                         set_blas(threads if kind == "blas" else 1)
                     if torch is not None:

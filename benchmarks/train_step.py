@@ -336,7 +336,7 @@ def run_child(args, framework, model, threads, device):
         env[var] = str(threads)
     cmd = [sys.executable, __file__, "--child", framework, model, str(threads), device,
            "--batch", str(args.batch), "--warmup", str(args.warmup), "--steps", str(args.steps),
-           "--algorithm", args.algorithm, "--clock", args.clock]
+           "--algorithm", args.algorithm, "--clock", args.clock, "--malloc", args.malloc]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         print(f"  {framework} {model} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -344,9 +344,19 @@ def run_child(args, framework, model, threads, device):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def header(threads, algorithm):
+def keep_freed_memory(choice):
+    """``--malloc keep``: glibc keeps freed memory for the next step in this process, as the
+    training command sets it on the CPU (minires/cpu_memory.py). Applied to every framework
+    alike: it is the process's allocator, and PyTorch's and mygrad's arrays come from it too."""
+    if choice == "keep":
+        sys.path.insert(0, ROOT)
+        from minires.cpu_memory import keep_freed_memory as keep
+        keep()
+
+
+def header(threads, algorithm, malloc):
     import numpy as np
-    lines = [f"python {sys.version.split()[0]}, numpy {np.__version__}, threads {threads} (minires.set_num_threads"
+    lines = [f"python {sys.version.split()[0]}, numpy {np.__version__}, malloc {malloc}, threads {threads} (minires.set_num_threads"
              f"({threads}), BLAS at 1 thread inside minires's pool; torch.set_num_threads({threads}); mygrad: "
              f"OPENBLAS_NUM_THREADS={threads}), minires conv algorithm {algorithm}, load average {os.getloadavg()[0]:.2f}"]
     try:
@@ -378,6 +388,9 @@ def main(argv=None):
                         "meaningful only with 1 thread (every framework then computes on its main thread)")
     p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
                    help="minires's conv algorithm (minires.ops.conv.set_default_algorithm; default auto)")
+    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                   help="keep (default): glibc keeps freed memory for the next step, in every framework's process, "
+                        "as `python -m minires.train` does on the CPU; default: glibc's own thresholds")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--child", nargs=4, metavar=("FRAMEWORK", "MODEL", "THREADS", "DEVICE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -385,12 +398,14 @@ def main(argv=None):
     if args.child:
         framework, model, threads, device = args.child
         _set_threads(int(threads))
+        keep_freed_memory(args.malloc)
         print(json.dumps(measure(framework, model, int(threads), args.batch, args.warmup, args.steps, device,
                                  args.algorithm, args.clock)))
         return 0
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if args.profile:
         _set_threads(args.threads[0])  # before NumPy loads in profile(): OpenBLAS reads it once
+        keep_freed_memory(args.malloc)
         for device in devices:
             for model in args.models:
                 profile(model, args.batch, args.steps, device, args.threads[0], args.algorithm, args.clock)
@@ -401,7 +416,7 @@ def main(argv=None):
         threads_list = args.threads if device == "cpu" else [args.threads[0]]
         frameworks = [f for f in args.frameworks if available(f, device) and not (f == "mygrad" and device == "gpu")]
         for threads in threads_list:
-            print(header(threads, args.algorithm) if device == "cpu" else f"device gpu")
+            print(header(threads, args.algorithm, args.malloc) if device == "cpu" else f"device gpu")
             print(f"{'model':<10}{'framework':<15}{'device':<8}{'img/s':>9}{'ms/step':>10}{'peak MiB':>10}"
                   f"{'torch time / ours':>19}")
             for model in args.models:

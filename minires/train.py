@@ -28,6 +28,7 @@ from . import distributed
 from . import functional as F
 from .backend import check_device
 from .checkpoint import load_checkpoint, save_checkpoint
+from .cpu_memory import keep_freed_memory
 from .config import TrainConfig, build_model, config_from_dict
 from .engine import Tensor, no_grad
 from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
@@ -148,6 +149,8 @@ class Trainer:
         self.cfg, self.log = cfg.validate(), log
         self.dist = distributed.setup(cfg)  # distributed: this process alone, or this MPI rank
         cfg.device = check_device(cfg.device)
+        if cfg.device == "cpu":
+            keep_freed_memory()  # every step reuses the last one's memory: no page faults (cpu_memory.py)
         self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
         self.mean = datasets.per_pixel_mean(self.x_train)
         model_seed, data_seed = np.random.SeedSequence(cfg.seed).spawn(2)
