@@ -119,3 +119,24 @@ def test_relu_forward_matches_numpy_maximum_at_any_size(restore_threads, monkeyp
     x[1::11] = -np.inf
     x[2::13] = np.inf
     np.testing.assert_array_equal(F.relu(minires.Tensor(x)).numpy(), np.maximum(x, 0))
+
+
+def test_parallel_map_keeps_order_and_raises_what_any_thread_raised(restore_threads):
+    minires.set_num_threads(3)
+
+    def square(i):
+        return i * i
+    assert parallel_map(square, range(50)) == [i * i for i in range(50)]
+    assert parallel_map(square, []) == [] and parallel_map(square, [7]) == [49]
+
+    def fails_on(bad):
+        def fn(i):
+            if i == bad:
+                raise KeyError(f"item {i}")
+            return i
+        return fn
+    for bad in (0, 49):  # the first item (the calling thread's) and the last (likely a worker's)
+        with pytest.raises(KeyError, match=f"item {bad}"):
+            parallel_map(fails_on(bad), range(50))
+    minires.set_num_threads(1)
+    assert parallel_map(square, range(5)) == [0, 1, 4, 9, 16]
