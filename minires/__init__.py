@@ -1,7 +1,7 @@
 """minires: a small, readable deep-learning framework on NumPy and CuPy that reproduces
 "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
 
-Layout, bottom to top: ``backend`` (NumPy or CuPy) and ``threads`` (CPU threads) -> ``engine`` (Tensor, autograd)
+Layout, bottom to top: ``backend`` (NumPy or CuPy), ``threads`` (CPU threads) and ``cpu_memory`` -> ``engine`` (Tensor, autograd)
 -> ``ops`` (hand-written forward and backward; their fused CuPy kernels in ``gpu_kernels``)
 -> ``functional`` (the ops under PyTorch's names, attached to ``Tensor`` as operators)
 -> ``nn`` (modules) -> ``models`` (ResNets) -> ``optim`` (SGD, lr schedules), ``data``

@@ -55,6 +55,8 @@ class BatchNorm(Function):
     Implementation: x is handled as a (C, m) matrix (``channel_rows``), so each statistic is a
     reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
     x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
+    On NumPy data every pass runs on the worker threads, each on a block of channels
+    (``for_each_row_block``); the per-channel sums are those of one thread, bit for bit.
     On the GPU, training mode runs the same formulas as a few fused CuPy kernels
     (``forward_gpu``/``backward_gpu``, in ``minires/gpu_kernels.py``).
     """
