@@ -3,10 +3,10 @@
 minires's own pool runs whole batch chunks of a conv (pad, im2col, matmul, col2im) on every core
 at once, batch norm's channels (``for_each_row_block``) and the elementwise ops' memory
 (``for_each_piece``) likewise: NumPy releases the GIL inside copies, ufuncs and BLAS calls, so
-Python threads really run in parallel there. BLAS is held at one thread while the pool is in charge, so that its busy-waiting
-workers never compete with ours (from the first parallel op, or set_num_threads, on: a plain NumPy
-matmul elsewhere in the program then runs on one thread too). Measured in benchmarks/README.md
-("Round two").
+Python threads really run in parallel there. BLAS is held at one thread while the pool is in
+charge, so that its busy-waiting workers never compete with ours (from the first parallel op, or
+set_num_threads, on: a plain NumPy matmul elsewhere in the program then runs on one thread too).
+Measured in benchmarks/README.md ("Round two" and "Round three").
 """
 import concurrent.futures
 import ctypes
