@@ -7,14 +7,15 @@ its heap above its *trim threshold*; by default both adapt to the sizes seen, bu
 frees most of its memory at the end still gives it back. The next step then gets fresh pages
 from the OS, and the first write to each 4 KB page is a page fault (the kernel maps and zeroes
 it), paid again every step, and paid in turn when two threads fault at once. Measured on
-ResNet-20 at batch 128 (benchmarks/README.md, "Round three"), this was about a tenth of a step.
+ResNet-20 and ResNet-56 at batch 128 (benchmarks/README.md, "Round three"): 6-27 % of a step
+at two threads, a few per cent at one.
 
 ``keep_freed_memory()`` raises both thresholds once, for the whole process (``mallopt``, through
 ``ctypes``: no dependency): arrays up to 32 MB (the most glibc allows) come from its heap, and
 freed memory stays there for the next step. The price: the process keeps the memory of its
 largest step until it ends, as PyTorch's caching allocator does on the GPU. The training
 command calls it for CPU runs; elsewhere nothing changes unless you call it. Off glibc (macOS,
-musl, Windows) it does nothing and says so.
+musl, Windows) it does nothing and returns False.
 """
 import ctypes
 import ctypes.util

@@ -97,8 +97,11 @@ def parallel_map(fn, items):
     if n <= 1:
         return [fn(item) for item in items]
     _limit_blas_to_one_thread()
-    if _pool is None or _pool._max_workers != get_num_threads() - 1:
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=get_num_threads() - 1, thread_name_prefix="minires")
+    workers = get_num_threads() - 1  # the calling thread is the last one
+    if _pool is None or _pool._max_workers != workers:  # (the thread count came from the environment)
+        if _pool is not None:
+            _pool.shutdown()
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minires")
     results = [None] * len(items)
     counter = itertools.count()  # next() on it is atomic under the GIL: each index goes to one thread
 

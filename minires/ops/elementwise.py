@@ -48,8 +48,9 @@ class Add(Function):
         self.shapes = a.shape, b.shape
         if a.shape != b.shape:
             return a + b
-        out = get_array_module(a).empty_like(a)  # the residual add: on the worker threads (NumPy)
-        for_each_piece(lambda out, a, b: get_array_module(a).add(a, b, out=out), out, a, b)
+        xp = get_array_module(a)
+        out = xp.empty_like(a)  # the residual add: on the worker threads (NumPy)
+        for_each_piece(lambda out, a, b: xp.add(a, b, out=out), out, a, b)
         return out
 
     def backward(self, gy):
