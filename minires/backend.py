@@ -49,6 +49,18 @@ def get_array_module(*arrays):
     return np
 
 
+def memory_order(array):
+    """``array``'s axes from the slowest-varying in memory to the fastest: (1, 0, 2, 3) for an
+    NCHW view of channel-major memory, as minires's conv outputs are."""
+    return tuple(sorted(range(array.ndim), key=lambda axis: -abs(array.strides[axis])))
+
+
+def zeros_in_order(shape, order, dtype, xp=np):
+    """Zeros of ``shape`` laid out in memory as ``order`` says (see ``memory_order``)."""
+    inverse = tuple(sorted(range(len(order)), key=order.__getitem__))
+    return xp.zeros(tuple(shape[axis] for axis in order), dtype=dtype).transpose(inverse)
+
+
 def device_of(array):
     """'gpu' for a CuPy array, 'cpu' otherwise."""
     return "cpu" if isinstance(array, np.ndarray) or get_array_module(array) is np else "gpu"

@@ -13,6 +13,8 @@ import ctypes
 import itertools
 import os
 
+from .backend import memory_order
+
 _num_threads = None  # None until set: get_num_threads() then reads the environment
 _pool = None
 _blas_limited = None  # None: not tried yet; else whether OpenBLAS's thread count could be set
@@ -167,7 +169,7 @@ def for_each_piece(fn, *arrays):
     import numpy as np
     first = arrays[0]
     if all(isinstance(a, np.ndarray) and a.shape == first.shape and a.strides == first.strides for a in arrays):
-        order = sorted(range(first.ndim), key=lambda axis: -abs(first.strides[axis]))
+        order = memory_order(first)
         flats = [_flat(a, order) for a in arrays]
         if all(f is not None for f in flats):
             # pieces start at multiples of 16 elements (64 bytes for float32: one cache line)

@@ -140,3 +140,28 @@ def test_parallel_map_keeps_order_and_raises_what_any_thread_raised(restore_thre
             parallel_map(fails_on(bad), range(50))
     minires.set_num_threads(1)
     assert parallel_map(square, range(5)) == [0, 1, 4, 9, 16]
+
+
+def test_gradients_keep_the_channel_major_layout_of_the_activations():
+    """ReLU's dx takes y's layout whatever dy's (the pooling's broadcast dy is NCHW), option A's
+    slicing and padding keep x's: so the gradients added up along the residual stream stay
+    channel-major, the layout the threads split and batch norm reads without a copy."""
+    from minires.backend import memory_order, zeros_in_order
+    rng = np.random.default_rng(3)
+    cm = _layouts((4, 6, 8, 8), rng)["channel-major"]
+    assert memory_order(cm) == (1, 0, 2, 3) and memory_order(np.zeros((2, 3))) == (0, 1)
+    z = zeros_in_order((4, 6, 8, 8), (1, 0, 2, 3), np.float32)
+    assert z.shape == (4, 6, 8, 8) and memory_order(z) == (1, 0, 2, 3) and not z.any()
+
+    # each op's backward, called directly (a leaf's .grad is a C-ordered copy)
+    x = minires.Tensor(cm, requires_grad=True)
+    gx = F.relu(x)._ctx.backward(np.ones((4, 6, 8, 8)))  # a C-contiguous dy
+    assert memory_order(gx) == (1, 0, 2, 3)
+
+    half = x[:, :, ::2, ::2]
+    padded = F.pad(half, (0, 0, 0, 0, 3, 3))  # option A: zero channels around the subsampled input
+    assert memory_order(padded.numpy()) == (1, 0, 2, 3)
+    gx = half._ctx.backward(np.ones(half.shape))
+    assert memory_order(gx) == (1, 0, 2, 3)
+    np.testing.assert_array_equal(gx[:, :, ::2, ::2], 1)
+    assert gx.sum() == 4 * 6 * 4 * 4

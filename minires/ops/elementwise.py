@@ -164,7 +164,10 @@ class ReLU(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        gx = xp.empty_like(gy)
+        # dx in y's memory layout, whatever dy's: the gradients flowing back through the blocks
+        # then keep the channel-major layout of the activations (the pooling's broadcast dy would
+        # otherwise turn every residual gradient NCHW, and each batch norm would copy it back)
+        gx = xp.empty_like(self.y)
         for_each_piece(lambda gx, gy, y: xp.multiply(gy, y > 0, out=gx), gx, gy, self.y)
         return gx
 

@@ -1,7 +1,7 @@
 """Shape ops: reshape, flatten, transpose/permute, indexing and slicing, constant padding."""
 import operator
 
-from ..backend import get_array_module
+from ..backend import get_array_module, memory_order, zeros_in_order
 from ..engine import Function, Tensor, as_tensor
 
 
@@ -47,11 +47,12 @@ class GetItem(Function):
 
     def forward(self, x):
         self.in_shape, self.dtype = x.shape, x.dtype
+        self.order = memory_order(x)  # dx gets x's layout: channel-major gradients stay so when added up
         return x[self.index]
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        gx = xp.zeros(self.in_shape, dtype=self.dtype)
+        gx = zeros_in_order(self.in_shape, self.order, self.dtype, xp)
         if _is_basic(self.index):
             gx[self.index] = gy
         else:  # repeated integer indices must add up, which plain assignment would not do
@@ -69,7 +70,8 @@ class Pad(Function):
     def forward(self, x):
         xp = get_array_module(x)
         out_shape = tuple(n + a + b for n, (a, b) in zip(x.shape, self.widths))
-        y = xp.full(out_shape, self.value, dtype=x.dtype) if self.value else xp.zeros(out_shape, dtype=x.dtype)
+        y = xp.empty_like(x, shape=out_shape)  # x's memory layout (channel-major for conv outputs)
+        y.fill(self.value)
         self.inner = tuple(slice(a, a + n) for n, (a, _) in zip(x.shape, self.widths))
         y[self.inner] = x
         return y
