@@ -14,7 +14,7 @@ each with several seeds (by calling ``minires.train.train``, the code behind
 
 Presets (``--depths``, ``--seeds``, ``--epochs``, ``--device`` override any of them):
     cpu    the learner's: depths 14 and 32, 1 seed, 20 epochs of the 4,000-image CIFAR-10 sample
-           (about 15 minutes on a quiet 2-core CPU, two nets at a time); with --seeds 3, the
+           (about 11 minutes on a quiet 2-core CPU, two nets at a time); with --seeds 3, the
            committed CPU evidence (docs/degradation/)
     gpu    the committed evidence: depths 20 32 44 56, 3 seeds, the same 30 epochs
            (a few minutes on one GPU with --jobs 12: a step at batch 128 is launch-bound, so
