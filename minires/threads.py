@@ -13,6 +13,8 @@ import ctypes
 import itertools
 import os
 
+import numpy as np
+
 from .backend import memory_order
 
 _num_threads = None  # None until set: get_num_threads() then reads the environment
@@ -40,13 +42,10 @@ def set_num_threads(n):
     one thread too; other BLAS libraries are left as they are (``blas_threads_limited()``).
     CuPy (GPU) ops do not use these threads.
     """
-    global _num_threads, _pool
+    global _num_threads
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
-    _num_threads = n
-    if _pool is not None and _pool._max_workers != n - 1:
-        _pool.shutdown()
-        _pool = None
+    _num_threads = n  # parallel_map resizes its pool on its next call
     _limit_blas_to_one_thread()
 
 
@@ -100,7 +99,7 @@ def parallel_map(fn, items):
         return [fn(item) for item in items]
     _limit_blas_to_one_thread()
     workers = get_num_threads() - 1  # the calling thread is the last one
-    if _pool is None or _pool._max_workers != workers:  # (the thread count came from the environment)
+    if _pool is None or _pool._max_workers != workers:  # first call, or the thread count changed
         if _pool is not None:
             _pool.shutdown()
         _pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minires")
@@ -137,7 +136,6 @@ def _splits(n, pieces, align=1):
 
 def _threads_for(array):
     """How many threads an op on ``array`` should use: 1 for CuPy data and small arrays."""
-    import numpy as np
     if not isinstance(array, np.ndarray) or array.nbytes < MIN_SPLIT_BYTES:
         return 1
     return get_num_threads()
@@ -166,7 +164,6 @@ def for_each_piece(fn, *arrays):
     that memory, one stretch per thread (one stretch in all for small arrays); otherwise, as
     on CuPy data, ``fn(*arrays)`` runs once on the arrays as they are. Returns the results.
     """
-    import numpy as np
     first = arrays[0]
     if all(isinstance(a, np.ndarray) and a.shape == first.shape and a.strides == first.strides for a in arrays):
         order = memory_order(first)
