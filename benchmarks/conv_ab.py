@@ -31,8 +31,7 @@ def main():
     p.add_argument("--repeats", type=int, default=6, help="timed calls per block")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--clock", choices=["wall", "process"], default="wall")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep (default): glibc keeps freed memory in this process (minires/cpu_memory.py)")
+    step_ab.train_step.add_malloc_option(p)
     args = p.parse_args()
     step_ab.train_step.keep_freed_memory(args.malloc)
     import numpy as np

@@ -75,16 +75,15 @@ def main():
     p.add_argument("--steps", type=int, default=2, help="timed steps per block")
     p.add_argument("--rounds", type=int, default=3, help="blocks per contender")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep (default): glibc keeps freed memory in this process, for every contender alike "
-                        "(minires/cpu_memory.py, as the training command on the CPU); default: glibc's own")
+    train_step.add_malloc_option(p)
     args = p.parse_args()
     train_step.keep_freed_memory(args.malloc)
 
     import minires
     set_blas = openblas_setter()
     before = load_before(args.before) if args.before else None
-    pools = [minires] + ([before] if hasattr(before, "set_num_threads") else [])  # packages with a thread pool
+    before_pool = hasattr(before, "set_num_threads")  # an older minires with the thread pool: driven like this one
+    pools = [minires] + ([before] if before_pool else [])  # packages with a thread pool
     torch = None
     if not args.no_torch:
         try:
@@ -99,8 +98,8 @@ def main():
         for model in args.models:
             depth = train_step.DEPTHS[model]
             contenders = {"minires": (minires_step(minires, depth, args.batch), "pool")}
-            if before is not None:  # an older minires with the thread pool uses it; one from before, OpenBLAS's threads
-                contenders["minires before"] = (minires_step(before, depth, args.batch), "pool" if pools[-1] is before else "blas")
+            if before is not None:  # with the pool it uses the pool; from before the pool, OpenBLAS's threads
+                contenders["minires before"] = (minires_step(before, depth, args.batch), "pool" if before_pool else "blas")
             if torch is not None:
                 contenders["torch"] = (train_step._torch_step(depth, args.batch, "cpu", threads), "torch")
             if has_mygrad and model == "resnet20":

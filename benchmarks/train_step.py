@@ -344,6 +344,14 @@ def run_child(args, framework, model, threads, device):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def add_malloc_option(parser):
+    """``--malloc keep|default``, shared by train_step.py, step_ab.py and conv_ab.py."""
+    parser.add_argument("--malloc", choices=["keep", "default"], default="keep",
+                        help="keep (default): glibc keeps freed memory for the next step, for every framework alike, "
+                             "as `python -m minires.train` does on the CPU (minires/cpu_memory.py); "
+                             "default: glibc's own thresholds")
+
+
 def keep_freed_memory(choice):
     """``--malloc keep``: glibc keeps freed memory for the next step in this process, as the
     training command sets it on the CPU (minires/cpu_memory.py). Applied to every framework
@@ -388,9 +396,7 @@ def main(argv=None):
                         "meaningful only with 1 thread (every framework then computes on its main thread)")
     p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
                    help="minires's conv algorithm (minires.ops.conv.set_default_algorithm; default auto)")
-    p.add_argument("--malloc", choices=["keep", "default"], default="keep",
-                   help="keep (default): glibc keeps freed memory for the next step, in every framework's process, "
-                        "as `python -m minires.train` does on the CPU; default: glibc's own thresholds")
+    add_malloc_option(p)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--child", nargs=4, metavar=("FRAMEWORK", "MODEL", "THREADS", "DEVICE"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
