@@ -58,7 +58,7 @@ def add_config_options(parser, names=None):
                                 help=f"{help_text} (default {words[default]})")
             continue
         kwargs = {"type": meta.get("type", f.type if f.type in (int, float, str) else str)}
-        for key in ("choices", "nargs"):
+        for key in ("choices", "nargs", "metavar"):
             if key in meta:
                 kwargs[key] = meta[key]
         if default is not None:
@@ -114,6 +114,7 @@ def resumed_config(cfg):
     # How to run it (where, with what progress bar, replayed as a CUDA graph or not) is this call's choice.
     resumed.out, resumed.progress, resumed.device, resumed.cuda_graph = out, cfg.progress, cfg.device, cfg.cuda_graph
     resumed.distributed = cfg.distributed  # the run may resume on any number of ranks
+    resumed.data_dir = cfg.data_dir  # the data may have moved; its identity is checked on restore
     return resumed.validate()
 
 

@@ -8,9 +8,10 @@ Each default lives here and only here: the command line (``minires.cli``) genera
 from these fields and their ``help``, and the experiments reuse them. A config checks its values
 once, when it is made (``validate``), so a bad value is reported before any data is loaded.
 """
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from ._checks import SHORTCUT_OPTIONS, check_int, check_real
+from .data.dataset import check_subset
 from .models import cifar_resnet
 
 DATASETS = ("cifar10", "synthetic")
@@ -42,8 +43,12 @@ class TrainConfig:
                           values={"auto": None, "on": True, "off": False})
     device: str = option("cpu", "where to train", choices=DEVICES)
     dataset: str = option("cifar10", "synthetic: 2000 generated images, no files needed", choices=DATASETS)
-    data_dir: str = option(None, "CIFAR-10 archive or directory (default: $MINIRES_DATA_DIR or "
-                                 "~/.cache/minires; downloaded there when missing)")
+    data_dir: str = option(None, "CIFAR-10 archive, or a folder holding one; only read, never created "
+                                 "(default: $MINIRES_DATA_DIR, else the user cache ~/.cache/minires, "
+                                 "downloaded into when missing)")
+    subset: list = option(None, "use only the first TRAIN training and TEST test images of CIFAR-10, in the "
+                                "official order (the learner's subset: --subset 4000 1000)", type=int, nargs=2,
+                          metavar=("TRAIN", "TEST"))
     val_split: float = option(0, "hold out this many training images (or this fraction) for validation; "
                                  "the paper's is 5000 (0: none)")
     train_limit: int = option(None, "use only the first N training images")
@@ -78,6 +83,10 @@ class TrainConfig:
         if self.milestones is not None:
             for m in self.milestones:
                 check_real(w, "each milestone", m, minimum=0, strictly=True)
+        if self.subset is not None:
+            self.subset = list(check_subset(self.subset, w))
+            if self.dataset != "cifar10":
+                raise ValueError(f"{w}: subset selects CIFAR-10 images; dataset {self.dataset!r} has none")
         check_real(w, "lr", self.lr, minimum=0)
         check_real(w, "momentum", self.momentum, minimum=0)
         check_real(w, "weight_decay", self.weight_decay, minimum=0)
@@ -97,6 +106,17 @@ class TrainConfig:
             raise ValueError(f"{w}: cuda_graph and distributed do not go together yet (the gradient allreduce "
                              "runs between backward and the update, outside the captured step)")
         return self
+
+
+def config_to_dict(cfg):
+    """The options of a run as saved (config.json, checkpoints): all but the data's location.
+
+    A run records *what* it trained on (its data identity, saved beside this dict), never where
+    the files were: the same run may resume, or be evaluated, with the data somewhere else.
+    """
+    d = asdict(cfg)
+    del d["data_dir"]
+    return d
 
 
 def config_from_dict(d):

@@ -13,10 +13,8 @@ directory name 'resnet56' or 'plain56'.
 import csv
 import json
 import os
-from dataclasses import asdict
-
 from .checkpoint import load_checkpoint
-from .config import build_model, config_from_dict
+from .config import build_model, config_from_dict, config_to_dict
 
 METRIC_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_err", "val_loss", "val_err",
                  "test_loss", "test_err", "epoch_time_s", "img_per_s")
@@ -38,10 +36,11 @@ def default_out(cfg):
     return os.path.join("runs", run_name(cfg.plain, cfg.depth))
 
 
-def write_config(out, cfg):
-    """config.json: the options of the run."""
+def write_config(out, cfg, data=None):
+    """config.json: the options of the run and, under "data", the identity of its data set
+    (name, subset, content hash: ``minires.data.identity_of``), never the data's path."""
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(asdict(cfg), f, indent=2)
+        json.dump({**config_to_dict(cfg), "data": data}, f, indent=2)
 
 
 # --------------------------------------------------------------------------- metrics files
@@ -94,7 +93,10 @@ def format_row(row, total):
 
 
 def plot_curves(rows, path, title):
-    """Training error (dashed) and test error (bold) against iterations, as in the paper's figures."""
+    """Training error (dashed) and test error (bold) against iterations, as in the paper's figures.
+
+    Needs matplotlib (the ``train`` extra): ``ImportError`` without it.
+    """
     from matplotlib.figure import Figure  # no pyplot: no global backend switch, safe in notebooks
 
     its = [r["iteration"] for r in rows]

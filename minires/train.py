@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from . import functional as F
 from .backend import check_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cpu_memory import keep_freed_memory
-from .config import TrainConfig, build_model, config_from_dict
+from .config import TrainConfig, build_model, config_from_dict, config_to_dict
 from .engine import Tensor, no_grad
 from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
 from .optim.lr_scheduler import paper_milestones
@@ -41,19 +41,34 @@ __all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_data", "plan", "
            "pixel_mean_of", "NonFiniteLoss", "build_model", "config_from_dict", "load_model", "main"]
 
 
+#: A CPU run whose remaining time, measured over its first ESTIMATE_AFTER steps, is above this
+#: many seconds prints the estimate and how to shorten the run.
+ESTIMATE_AFTER, ESTIMATE_ABOVE_S = 10, 1800
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite."""
 
 
 # --------------------------------------------------------------------------- the data
 
-def load_data(cfg):
-    """(x_train, y_train, x_val, y_val, x_test, y_test) as uint8 images and int64 labels."""
-    if cfg.dataset == "synthetic":
-        x_train, y_train, x_test, y_test = datasets.synthetic_cifar(2000, 500, seed=cfg.seed)
-    else:
-        path = datasets.find_or_download_cifar10(cfg.data_dir)
-        x_train, y_train, x_test, y_test = datasets.load_cifar10(path)
+def dataset_of(cfg):
+    """The data set ``cfg`` names, as a ``minires.data.Dataset`` (arrays, identity, description).
+
+    CIFAR-10 is found (or downloaded) by ``minires.data.find_or_download_cifar10``; ``cfg.subset``
+    keeps the first images of each part.
+    """
+    return datasets.load_dataset(cfg.dataset, subset=cfg.subset, data_dir=cfg.data_dir, seed=cfg.seed,
+                                 progress=cfg.progress)
+
+
+def load_data(cfg, dataset=None):
+    """(x_train, y_train, x_val, y_val, x_test, y_test) as uint8 images and int64 labels.
+
+    From ``dataset`` (a ``minires.data.Dataset``) when given, else from :func:`dataset_of`; then
+    ``cfg.train_limit`` and ``cfg.val_split`` are applied.
+    """
+    x_train, y_train, x_test, y_test = (dataset_of(cfg) if dataset is None else dataset)[:4]
     if cfg.train_limit:
         x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
     x_val = y_val = None
@@ -72,8 +87,7 @@ def pixel_mean_of(ckpt, cfg, log=print):
     mean = ckpt["meta"].get("pixel_mean")
     if mean is not None:
         return np.asarray(mean, dtype=np.float32)
-    log("this checkpoint predates the stored pixel mean: recomputing it from the training set "
-        f"({cfg.dataset}{', ' + str(cfg.data_dir) if cfg.data_dir else ''})")
+    log(f"this checkpoint predates the stored pixel mean: recomputing it from the training set ({cfg.dataset})")
     return datasets.per_pixel_mean(load_data(cfg)[0])
 
 
@@ -151,7 +165,8 @@ class Trainer:
         cfg.device = check_device(cfg.device)
         if cfg.device == "cpu":
             keep_freed_memory()  # every step reuses the last one's memory: no page faults (cpu_memory.py)
-        self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg)
+        self.dataset = dataset_of(cfg)
+        self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test = load_data(cfg, self.dataset)
         self.mean = datasets.per_pixel_mean(self.x_train)
         model_seed, data_seed = np.random.SeedSequence(cfg.seed).spawn(2)
         self.model = build_model(cfg, cfg.device, seed=np.random.default_rng(model_seed))
@@ -177,11 +192,12 @@ class Trainer:
         self.totals = EpochTotals()
         self.best_err = math.inf
         self.stop_requested = False
+        self.epoch_calls = 0        # train_epoch calls in this process (the time estimate is made in the first)
 
     # ---- checkpoints
     def meta(self):
         t = self.totals
-        return {"config": asdict(self.cfg), "epoch": self.epoch, "iteration": self.iteration,
+        return {"config": config_to_dict(self.cfg), "data": self.dataset.identity, "epoch": self.epoch, "iteration": self.iteration,
                 "batch_in_epoch": self.batch_in_epoch, "epoch_rng": self.epoch_rng["rng"],
                 "sums": [t.loss_sum, t.errors, t.images], "pixel_mean": self.mean,
                 "best_err": self.best_err if math.isfinite(self.best_err) else None}
@@ -194,6 +210,12 @@ class Trainer:
 
     def restore(self, ckpt):
         meta = ckpt["meta"]
+        saved, now = meta.get("data"), self.dataset.identity  # checkpoints before identities: no "data"
+        if saved is not None and saved["sha256"] != now["sha256"]:
+            raise ValueError(
+                f"resume: the run in {self.cfg.out} trained on {datasets.describe(saved)} (sha256 "
+                f"{saved['sha256'][:12]}...), but the data found now is {datasets.describe(now)} (sha256 "
+                f"{now['sha256'][:12]}...); point --data-dir at the run's data")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.resume_from(ckpt["schedule"])  # the budget of this call keeps its lr drops
@@ -205,13 +227,14 @@ class Trainer:
 
     # ---- one epoch
     def train_epoch(self, bar_factory):
+        self.epoch_calls += 1
         model, opt, totals = self.model, self.optimizer, self.totals
         self.loader.load_state_dict(self.epoch_rng)
         batches = self.loader.epoch(start_batch=self.batch_in_epoch)
         n_batches = min(len(self.loader) - self.batch_in_epoch, self.total - self.iteration)
         bar = bar_factory(total=n_batches, desc=f"epoch {self.epoch + 1}")
         model.train()
-        start, seen = time.perf_counter(), 0
+        start, seen, steps = time.perf_counter(), 0, 0
         for xb, yb in batches:
             self.stop_requested = self.dist.should_stop(self.stop_requested)  # distributed: all ranks stop together
             if self.iteration >= self.total or self.stop_requested:
@@ -238,7 +261,9 @@ class Trainer:
             totals.add(loss_value, errors, images)
             self.iteration += 1
             self.batch_in_epoch += 1
-            seen += images
+            seen, steps = seen + images, steps + 1
+            if steps == ESTIMATE_AFTER and self.epoch_calls == 1:
+                self._say_estimate((time.perf_counter() - start) / steps, bar)
             self.schedule.observe(totals.error)  # the warm-up ends on the running training error
             if bar is not None:
                 rate = seen / max(time.perf_counter() - start, 1e-9)
@@ -247,6 +272,17 @@ class Trainer:
         if bar is not None:
             bar.close()
         return time.perf_counter() - start, seen
+
+    def _say_estimate(self, step_s, bar):
+        """A run long enough to matter (the paper's 64k iterations on a CPU) says so up front."""
+        left_s = step_s * (self.total - self.iteration)
+        if self.cfg.device != "cpu" or left_s < ESTIMATE_ABOVE_S:
+            return
+        text = (f"estimated time: about {left_s / 3600:.1f} h for the {self.total - self.iteration:,} iterations "
+                f"left, at {step_s:.2f} s each on this CPU (measured over the first {ESTIMATE_AFTER}). To shorten "
+                "it: --epochs N or --iterations N (the lr drops keep their place in the run), --subset 4000 1000 "
+                "(the learner's subset), or --device gpu.")
+        (bar.write if bar is not None else self.log)(text)
 
     def _check_finite(self, loss_value):
         if not math.isfinite(loss_value):
@@ -346,8 +382,8 @@ def train(cfg, resume=False, log=print):
 def _train(cfg, resume, log, dist):
     if cfg.out is None:
         cfg.out = default_out(cfg)
+    trainer = Trainer(cfg, log=log)  # finds the data first: a run that cannot start leaves no folder
     os.makedirs(cfg.out, exist_ok=True)
-    trainer = Trainer(cfg, log=log)
     last = os.path.join(cfg.out, "last.npz")
     if resume:
         trainer.restore(load_checkpoint(last))
@@ -358,7 +394,8 @@ def _train(cfg, resume, log, dist):
     elif dist.is_root:  # distributed
         clear_metrics(cfg.out)
     if dist.is_root:  # distributed
-        write_config(cfg.out, cfg)
+        write_config(cfg.out, cfg, trainer.dataset.identity)
+    log(f"data: {trainer.dataset.description}")
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
         f"images, {len(trainer.loader)} batches/epoch, {trainer.total} iterations, lr {cfg.lr} "
@@ -373,12 +410,20 @@ def _train(cfg, resume, log, dist):
         raise
     rows = read_metrics(cfg.out) if dist.is_root else []  # distributed: rank 0 holds the results
     if rows:
-        plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg.plain, cfg.depth)} on {cfg.dataset}")
+        _plot(rows, cfg, log)
     final = rows[-1] if rows else None
     if final:
         log(f"final test error {100 * final['test_err']:.2f}% (training error {100 * final['train_err']:.2f}%) "
             f"after {final['iteration']} iterations")
     return {"rows": rows, "final": final, "out": cfg.out, "trainer": trainer}
+
+
+def _plot(rows, cfg, log):
+    """curves.png, or one line saying which extra draws it (training itself needs only NumPy)."""
+    try:
+        plot_curves(rows, os.path.join(cfg.out, "curves.png"), f"{model_name(cfg.plain, cfg.depth)} on {cfg.dataset}")
+    except ImportError:
+        log("curves.png not drawn: matplotlib is not installed (pip install 'minires[train]' adds it)")
 
 
 def __getattr__(name):

@@ -1,5 +1,6 @@
-"""Tests for minires.data: loading (sample and crafted archives), pickle safety, the
-downloader, preprocessing, augmentation, splitting, batching and resuming."""
+"""Tests for minires.data: finding the data, loading (generated, crafted and genuine archives),
+subsets and identities, pickle safety, the downloader, preprocessing, augmentation, splitting,
+batching and resuming."""
 import gzip
 import hashlib
 import io
@@ -14,16 +15,11 @@ import pytest
 
 from minires import data
 from minires.data import cifar10
+from conftest import GENUINE_DATA, GENUINE_SKIP_REASON
 from minires.data import loader as data_loader
 from minires.backend import gpu_available
 
-SAMPLE_DIR = Path(os.environ.get(
-    "MINIRES_CIFAR_SAMPLE",
-    Path(__file__).resolve().parents[2] / "shared/data/cifar-10-sample"))
-SAMPLE_ARCHIVE = SAMPLE_DIR / "cifar-10-sample-python.tar.gz"
-needs_sample = pytest.mark.skipif(not SAMPLE_ARCHIVE.is_file(),
-                                  reason=f"CIFAR-10 sample not found at {SAMPLE_ARCHIVE}")
-
+# Class counts of the learner's subset (the first 4,000 training and 1,000 test images).
 SAMPLE_TRAIN_COUNTS = [396, 366, 420, 384, 422, 393, 414, 385, 407, 413]
 SAMPLE_TEST_COUNTS = [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]
 
@@ -68,60 +64,140 @@ def tiny_archive(tmp_path):
 
 @pytest.fixture(scope="module")
 def sample():
-    if not SAMPLE_ARCHIVE.is_file():
-        pytest.skip(f"CIFAR-10 sample not found at {SAMPLE_ARCHIVE}")
-    return data.load_cifar10(SAMPLE_ARCHIVE)
+    """The learner's subset of the genuine data that $MINIRES_DATA_DIR points at."""
+    if GENUINE_DATA is None:
+        pytest.skip(GENUINE_SKIP_REASON)
+    return data.load_dataset("cifar10", subset=data.SAMPLE_SUBSET)
 
 
-# --------------------------------------------------------------------------- the sample
+# --------------------------------------------------------------------------- genuine images
 
-@needs_sample
-def test_sample_shapes_dtypes_and_class_counts(sample):
-    x_train, y_train, x_test, y_test = sample
+@pytest.mark.genuine_data
+def test_learners_subset_shapes_class_counts_and_content_hash(sample):
+    x_train, y_train, x_test, y_test = sample[:4]
     assert x_train.shape == (4000, 3, 32, 32) and x_test.shape == (1000, 3, 32, 32)
     assert x_train.dtype == x_test.dtype == np.uint8
     assert y_train.dtype == y_test.dtype == np.int64
     assert np.bincount(y_train, minlength=10).tolist() == SAMPLE_TRAIN_COUNTS
     assert np.bincount(y_test, minlength=10).tolist() == SAMPLE_TEST_COUNTS
     assert x_train.std() > 30  # real photos, not a blank array
+    assert sample.identity["sha256"] == data.SAMPLE_SHA256 == data.content_hash(*sample[:4])
+    assert "learner's subset" in sample.description and "verified" in sample.description
 
 
-@needs_sample
-def test_sample_order_and_channel_layout_match_raw_batches(sample):
-    """Row n of data_batch_2 is training image 800+n, red plane first."""
-    x_train, y_train, _, _ = sample
-    with tarfile.open(SAMPLE_ARCHIVE) as tar:
-        raw = tar.extractfile("cifar-10-batches-py/data_batch_2").read()
+@pytest.mark.genuine_data
+def test_genuine_order_and_channel_layout_match_the_raw_first_batch(sample):
+    """Image n is row n of data_batch_1 (in the official archive and in any copy of its first
+    images), red plane first."""
+    path = data.find_or_download_cifar10()
+    if path.is_file():
+        with tarfile.open(path) as tar:
+            raw = tar.extractfile("cifar-10-batches-py/data_batch_1").read()
+    else:
+        raw = (path / "data_batch_1").read_bytes()
     batch = cifar10._BatchUnpickler(io.BytesIO(raw), "test").load()
-    np.testing.assert_array_equal(x_train[800, 0].ravel(), batch["data"][0, :1024])
-    np.testing.assert_array_equal(x_train[800, 2].ravel(), batch["data"][0, 2048:])
-    assert y_train[800:1600].tolist() == batch["labels"]
+    x_train, y_train = sample[:2]
+    np.testing.assert_array_equal(x_train[5, 0].ravel(), batch["data"][5, :1024])
+    np.testing.assert_array_equal(x_train[5, 2].ravel(), batch["data"][5, 2048:])
+    n = min(len(batch["labels"]), 4000)
+    assert y_train[:n].tolist() == batch["labels"][:n]
 
 
-@needs_sample
-def test_sample_extracted_directory_loads_the_same(sample, tmp_path):
-    with tarfile.open(SAMPLE_ARCHIVE) as tar:
-        for m in tar.getmembers():
-            (tmp_path / m.name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp_path / m.name).write_bytes(tar.extractfile(m).read())
-    for path in (tmp_path, tmp_path / "cifar-10-batches-py"):
-        for a, b in zip(data.load_cifar10(path), sample):
-            np.testing.assert_array_equal(a, b)
-
-
-@needs_sample
-def test_class_names_match_batches_meta():
-    with tarfile.open(SAMPLE_ARCHIVE) as tar:
-        meta = tar.extractfile("cifar-10-batches-py/batches.meta").read()
+@pytest.mark.genuine_data
+def test_genuine_class_names_match_batches_meta():
+    path = data.find_or_download_cifar10()
+    if path.is_file():
+        with tarfile.open(path) as tar:
+            meta = tar.extractfile("cifar-10-batches-py/batches.meta").read()
+    else:
+        meta = (path / "batches.meta").read_bytes()
     assert tuple(cifar10._BatchUnpickler(io.BytesIO(meta), "meta").load()["label_names"]) == \
         data.CIFAR10_CLASSES
 
 
-@needs_sample
-def test_find_or_download_finds_sample_without_downloading(monkeypatch):
-    monkeypatch.setattr(data.cifar10, "download_cifar10", lambda *a, **k: pytest.fail("downloaded"))
-    assert data.find_or_download_cifar10(SAMPLE_DIR) == SAMPLE_ARCHIVE
-    assert data.find_or_download_cifar10(SAMPLE_ARCHIVE) == SAMPLE_ARCHIVE
+# --------------------------------------------------------------------------- the generated archive
+
+def test_generated_archive_loads_in_official_order_and_extracted_the_same(cifar_archive, tmp_path):
+    _, path, _, arrays = cifar_archive
+    for got, want in zip(data.load_cifar10(path), arrays):
+        np.testing.assert_array_equal(got, want)
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            (tmp_path / m.name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / m.name).write_bytes(tar.extractfile(m).read())
+    for where in (tmp_path, tmp_path / "cifar-10-batches-py"):
+        for got, want in zip(data.load_cifar10(where), arrays):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_subset_is_the_first_images_of_each_part(cifar_archive):
+    _, path, _, (x_train, y_train, x_test, y_test) = cifar_archive
+    got = data.load_cifar10(path, train_size=150, test_size=30)  # 150 crosses into data_batch_2
+    for a, b in zip(got, (x_train[:150], y_train[:150], x_test[:30], y_test[:30])):
+        np.testing.assert_array_equal(a, b)
+    assert data.load_cifar10(path, train_size=500)[0].shape[0] == 500 and got[2].shape[0] == 30
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(train_size=501), r"train_size=501 asks for more training images than .* holds \(500\)"),
+    (dict(test_size=101), r"test_size=101 asks for more test images than .* holds \(100\)"),
+    (dict(train_size=0), "train_size must be a positive int or None, got 0"),
+    (dict(test_size=2.5), "test_size must be a positive int or None, got 2.5"),
+])
+def test_subset_larger_than_the_files_or_not_a_count_is_an_error(cifar_archive, kwargs, match):
+    with pytest.raises((data.DatasetError, ValueError), match=match):
+        data.load_cifar10(cifar_archive[1], **kwargs)
+
+
+def test_dataset_identity_names_the_content_not_the_path(cifar_archive, tmp_path):
+    folder, path, _, arrays = cifar_archive
+    a = data.load_dataset("cifar10", subset=(200, 50), data_dir=folder)
+    moved = tmp_path / "elsewhere.tar.gz"
+    moved.write_bytes(path.read_bytes())
+    b = data.load_dataset("cifar10", subset=[200, 50], data_dir=moved)
+    assert a.identity == b.identity == {"name": "cifar10", "subset": [200, 50], "train": 200, "test": 50,
+                                        "sha256": data.content_hash(arrays[0][:200], arrays[1][:200],
+                                                                    arrays[2][:50], arrays[3][:50])}
+    assert str(folder) not in repr(a.identity) and "first 200 training and 50 test images" in a.description
+    c = data.load_dataset("cifar10", subset=(201, 50), data_dir=folder)
+    assert c.identity["sha256"] != a.identity["sha256"]
+    whole = data.load_dataset("cifar10", data_dir=folder)
+    assert "not the official counts" in whole.description  # 500/100 images: never called CIFAR-10's own
+    with pytest.raises(data.DatasetError, match="train_size=4000 asks for more training images"):
+        data.load_dataset("cifar10", subset=data.SAMPLE_SUBSET, data_dir=folder)
+
+
+def test_a_fake_learners_subset_is_not_described_as_genuine(monkeypatch, cifar_archive):
+    """Same counts as the learner's subset, other content: the description says it is not genuine."""
+    monkeypatch.setattr(data.dataset, "SAMPLE_SUBSET", (200, 50))
+    ident = data.load_dataset("cifar10", subset=(200, 50), data_dir=cifar_archive[0]).identity
+    assert "not the genuine images" in data.describe(ident)
+
+
+def test_synthetic_dataset_says_what_it_is_and_is_seeded():
+    a, b = data.load_dataset("synthetic", seed=3), data.load_dataset("synthetic", seed=3)
+    assert a.identity == b.identity and a.identity["name"] == "synthetic" and a.identity["seed"] == 3
+    assert a.description.startswith("synthetic CIFAR-shaped images") and "not CIFAR-10" in a.description
+    assert data.load_dataset("synthetic", seed=4).identity["sha256"] != a.identity["sha256"]
+
+
+def test_fallback_to_synthetic_says_why_and_never_claims_cifar(no_data):
+    got = data.load_dataset("cifar10", subset=data.SAMPLE_SUBSET, fallback="synthetic")
+    assert got.identity["name"] == "synthetic" and "no CIFAR-10 was found" in got.description
+    assert "not CIFAR-10" in got.description and not no_data.exists()
+    with pytest.raises(data.DataNotFoundError):
+        data.load_dataset("cifar10")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(name="imagenet"), "name must be 'cifar10' or 'synthetic', got 'imagenet'"),
+    (dict(fallback="zeros"), "fallback must be None or 'synthetic', got 'zeros'"),
+    (dict(subset=(4000,)), r"subset must be two positive ints .* got \(4000,\)"),
+    (dict(subset=(4000, -1)), r"subset must be two positive ints .* got \(4000, -1\)"),
+])
+def test_load_dataset_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_dataset(**kwargs)
 
 
 # --------------------------------------------------------------------------- crafted archives
@@ -260,14 +336,62 @@ def test_codecs_encode_only_allowed_for_latin1():
 
 # --------------------------------------------------------------------------- finding
 
-def test_default_data_dir_precedence(monkeypatch, tmp_path):
-    monkeypatch.delenv("MINIRES_DATA_DIR", raising=False)
+def test_cache_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.default_data_dir() == tmp_path / "xdg" / "minires"
+    assert data.cache_dir() == tmp_path / "xdg" / "minires"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert data.default_data_dir() == Path.home() / ".cache" / "minires"
-    monkeypatch.setenv("MINIRES_DATA_DIR", str(tmp_path / "mine"))
-    assert data.default_data_dir() == tmp_path / "mine"
+    assert data.cache_dir() == Path.home() / ".cache" / "minires"
+
+
+def test_search_order_argument_then_variable_then_cache(cifar_archive, no_data, tmp_path, monkeypatch):
+    folder, path, _, _ = cifar_archive
+    other = tmp_path / "other"
+    other.mkdir()
+    write_archive(other / data.CIFAR10_FILENAME, good_batches())
+    no_data.mkdir(parents=True)
+    write_archive(no_data / data.CIFAR10_FILENAME, good_batches())
+    assert data.find_or_download_cifar10() == no_data / data.CIFAR10_FILENAME          # the user cache
+    monkeypatch.setenv("MINIRES_DATA_DIR", str(other))
+    assert data.find_or_download_cifar10() == other / data.CIFAR10_FILENAME            # the variable first
+    assert data.find_or_download_cifar10(folder) == path                               # the argument first
+    assert data.find_or_download_cifar10(path) == path
+
+
+def test_a_given_location_is_only_read_never_created(no_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(data.find, "download_cifar10", lambda *a, **k: pytest.fail("downloaded"))
+    missing = tmp_path / "no" / "such" / "folder"
+    with pytest.raises(data.DataNotFoundError, match=r"data_dir \(--data-dir\) is .*folder, which does not exist"):
+        data.find_or_download_cifar10(missing)
+    assert not (tmp_path / "no").exists() and not no_data.exists()
+    monkeypatch.setenv("MINIRES_DATA_DIR", str(missing))
+    with pytest.raises(data.DataNotFoundError, match=r"\$MINIRES_DATA_DIR is .*folder, which does not exist"):
+        data.find_or_download_cifar10()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DataNotFoundError, match="which holds no CIFAR-10") as info:
+        data.find_or_download_cifar10(empty)
+    assert list(empty.iterdir()) == [] and not no_data.exists()
+    for way in (f"put it at {no_data / data.CIFAR10_FILENAME}", "--data-dir", "$MINIRES_DATA_DIR",
+                "--dataset synthetic", data.CIFAR10_URL):
+        assert way in str(info.value)
+
+
+def test_offline_means_no_download_and_no_cache_folder(no_data, monkeypatch):
+    monkeypatch.setattr(data.find, "download_cifar10", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setenv("MINIRES_OFFLINE", "1")
+    with pytest.raises(data.DataNotFoundError, match=r"downloads are off \(\$MINIRES_OFFLINE is set\)"):
+        data.find_or_download_cifar10()
+    with pytest.raises(data.DataNotFoundError, match="download=False"):
+        data.find_or_download_cifar10(download=False)
+    assert not no_data.exists()
+
+
+def test_failed_download_leaves_no_cache_folder(no_data, monkeypatch):
+    monkeypatch.delenv("MINIRES_OFFLINE")
+    monkeypatch.setattr(data.cifar10, "CIFAR10_URL", "file:///nonexistent/cifar-10-python.tar.gz")
+    with pytest.raises(data.DownloadError, match="--dataset synthetic"):
+        data.find_or_download_cifar10(progress=False)
+    assert not no_data.exists() and not no_data.parent.exists()
 
 
 def test_find_prefers_extracted_dir_then_official_name(tmp_path):
@@ -287,22 +411,14 @@ def test_find_refuses_to_guess_between_archives(tmp_path):
         data.find_cifar10(tmp_path)
 
 
-def test_nothing_found_without_download_says_where_to_put_it(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
-        data.find_or_download_cifar10(tmp_path, download=False)
-    assert str(tmp_path / data.CIFAR10_FILENAME) in str(info.value)
-    assert data.CIFAR10_URL in str(info.value)
-
-
-def test_find_or_download_downloads_once_into_cache(tiny_archive, tmp_path, monkeypatch):
-    src, _ = tiny_archive
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("MINIRES_DATA_DIR", str(cache))
+def test_find_or_download_downloads_once_into_the_cache(cifar_archive, no_data, monkeypatch):
+    _, src, md5, arrays = cifar_archive
+    monkeypatch.delenv("MINIRES_OFFLINE")
     monkeypatch.setattr(data.cifar10, "CIFAR10_URL", src.as_uri())
-    monkeypatch.setattr(data.cifar10, "CIFAR10_MD5", md5_of(src))
+    monkeypatch.setattr(data.cifar10, "CIFAR10_MD5", md5)
     path = data.find_or_download_cifar10(progress=False)
-    assert path == cache / data.CIFAR10_FILENAME and md5_of(path) == md5_of(src)
-    assert data.load_cifar10(path)[0].shape == (30, 3, 32, 32)
+    assert path == no_data / data.CIFAR10_FILENAME and md5_of(path) == md5
+    np.testing.assert_array_equal(data.load_cifar10(path)[0], arrays[0])
     monkeypatch.setattr(data.cifar10, "CIFAR10_URL", "file:///nonexistent/never-fetched.tar.gz")
     assert data.find_or_download_cifar10(progress=False) == path  # found, not refetched
 
@@ -322,7 +438,7 @@ def test_download_md5_mismatch_deletes_partial_file(tiny_archive, tmp_path):
     root = tmp_path / "dl"
     with pytest.raises(data.DownloadError, match=r"has md5 [0-9a-f]{32}, expected 0{32}"):
         data.download_cifar10(root, url=src.as_uri(), md5="0" * 32, progress=False)
-    assert list(root.iterdir()) == []  # neither the archive nor a .part file
+    assert not root.exists()  # neither the archive nor a .part file, nor the folder it made
 
 
 @pytest.mark.parametrize("url", ["file:///nonexistent/cifar-10-python.tar.gz",

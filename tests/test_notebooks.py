@@ -44,10 +44,15 @@ CELL_TIMEOUT_S = 600  # generous: a loaded CI machine can be slow; a hung cell s
 FAST_BUDGET_S = 240
 
 
-def kernel_env(fast):
+def kernel_env(fast, empty_cache=None):
     """The environment of the notebook's kernel: the repository importable, MINIRES_FAST set
-    (fast) or removed (the reader's default), inline plots, one BLAS thread unless set."""
+    (fast) or removed (the reader's default), inline plots, one BLAS thread unless set. With an
+    ``empty_cache`` folder, no CIFAR-10 anywhere: $MINIRES_DATA_DIR removed and the user cache
+    there (the tests' MINIRES_OFFLINE=1 keeps the kernel from downloading)."""
     env = dict(os.environ)
+    if empty_cache is not None:
+        env.pop("MINIRES_DATA_DIR", None)
+        env["XDG_CACHE_HOME"] = str(empty_cache)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     if fast:
         env["MINIRES_FAST"] = "1"
@@ -59,13 +64,16 @@ def kernel_env(fast):
     return env
 
 
-def execute(nb, fast, cwd=NOTEBOOK_DIR, timeout=CELL_TIMEOUT_S, solutions=False):
+def execute(nb, fast, cwd=NOTEBOOK_DIR, timeout=CELL_TIMEOUT_S, solutions=False, empty_cache=None, tmpdir=None):
     """Run ``nb`` (a NotebookNode) in place, in a fresh ``python3`` kernel; raises
     ``nbclient.exceptions.CellExecutionError`` naming the cell when one fails. With
-    ``solutions``, exercise checks raise unless they pass (the caller fills the solutions in)."""
+    ``solutions``, exercise checks raise unless they pass (the caller fills the solutions in);
+    ``empty_cache`` as in :func:`kernel_env`; ``tmpdir`` the kernel's TMPDIR."""
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                                      resources={"metadata": {"path": str(cwd)}})
-    env = kernel_env(fast)
+    env = kernel_env(fast, empty_cache)
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     if solutions:
         env["MINIRES_EXERCISES"] = "solutions"
     else:
@@ -90,20 +98,53 @@ def output_text(cell):
 # --------------------------------------------------------------------------- CI execution
 
 _timings = {}
+# The notebooks that train or measure on CIFAR-10 images: with no data they use synthetic images
+# and say so; with genuine data ($MINIRES_DATA_DIR) they use the learner's subset.
+DATA_NOTEBOOKS = [n for n in NOTEBOOKS if n[:2] in ("07", "08", "09", "10")]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_runs_in_fast_mode(name):
-    """Each notebook runs top to bottom with its exercises' reference solutions filled in, and
-    every exercise check passes (a check that does not raises, see minires.exercises)."""
+def test_notebook_runs_in_fast_mode(name, tmp_path):
+    """Each notebook runs top to bottom, offline and with no data files, with its exercises'
+    reference solutions filled in, and every exercise check passes (a check that does not raises,
+    see minires.exercises). It leaves nothing in the temporary folder."""
     nb = fill_in_solutions(read(name), name)
     start = time.perf_counter()
-    execute(nb, fast=True, solutions=True)
+    (tmp_path / "tmp").mkdir()
+    execute(nb, fast=True, solutions=True, empty_cache=tmp_path / "cache", tmpdir=tmp_path / "tmp")
     _timings[name] = time.perf_counter() - start
+    left = list((tmp_path / "tmp").glob("minires-*"))
+    assert not left, f"{name} left {left} in the temporary folder"
+    assert not (tmp_path / "cache" / "minires").exists(), f"{name} created a data folder in the user cache"
+    if name in DATA_NOTEBOOKS:
+        text = "".join(output_text(c) for c in code_cells(nb))
+        assert "synthetic CIFAR-shaped images" in text and "not CIFAR-10" in text, (
+            f"{name}: without data it must say that it runs on synthetic images")
+        assert "CIFAR-10, the" not in text, f"{name}: claims CIFAR-10 while running on synthetic images"
     assert FAST_MARKER in output_text(code_cells(nb)[0]), (
         f"{name}: the first code cell must read MINIRES_FAST and print {FAST_MARKER!r} when it is set")
     errors = [c for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert not errors  # nbclient raises on errors already; this guards allow_errors cells
+
+
+@pytest.mark.genuine_data
+@pytest.mark.parametrize("name", DATA_NOTEBOOKS)
+def test_notebook_runs_on_genuine_data(name):
+    """With genuine CIFAR-10 ($MINIRES_DATA_DIR), the data notebooks train and measure on the
+    learner's subset, and say so."""
+    nb = fill_in_solutions(read(name), name)
+    execute(nb, fast=True, solutions=True)
+    text = "".join(output_text(c) for c in code_cells(nb))
+    assert "CIFAR-10, the learner's subset" in text and "synthetic CIFAR-shaped images" not in text
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_names_no_folder_beside_the_repository(name):
+    """Notebooks find data through minires.data alone: no path outside the repository, by any spelling."""
+    raw = (NOTEBOOK_DIR / name).read_text(encoding="utf-8")
+    for pattern in (r"shared/data", r'"shared",\s*\\?"data"', r"cifar-10-sample", r"MINIRES_CIFAR_SAMPLE",
+                    r"\.\./\.\./"):
+        assert not re.search(pattern, raw), f"{name} contains {pattern!r}"
 
 
 def test_fast_mode_fits_the_budget():

@@ -1,13 +1,15 @@
 """Every command line in README.md's ```bash blocks runs, on a tiny budget, so that a documented
 option cannot break unnoticed.
 
-The commands run in order, as a reader would type them, in a scratch copy of the layout CI uses
-(the repository beside ``shared/``, so ``../shared/data/cifar-10-sample`` resolves), each as its
-own ``python -m ...`` process. What is changed to keep them short is only the budget and the size
-of the nets: ``--epochs N`` becomes 1 (2 for a ``--resume``, which must extend the run), a
-command without a budget gets ``--iterations 2``, and training commands get a narrow net
-(``--width 4``), a few images (``--train-limit 64 --batch-size 32``) and no progress bar. The
-default data directory is pointed at the CIFAR-10 sample, so nothing is downloaded.
+The commands run in order, as a reader would type them, in a scratch folder with nothing beside it,
+each as its own ``python -m ...`` process. What is changed to keep them short is only the budget,
+the size of the nets and the data: ``--epochs N`` becomes 1 (2 for a ``--resume``, which must extend
+the run), a command without a budget gets ``--iterations 2``, and training commands get a narrow net
+(``--width 4``), a few images (``--train-limit 64 --batch-size 32``) and no progress bar. The data
+is genuine CIFAR-10 where ``$MINIRES_DATA_DIR`` points at it, else a tiny archive in the official
+format generated for the test (tests/cifar_archive.py), with ``--subset`` shrunk to fit it; either
+way ``$MINIRES_DATA_DIR`` tells the commands where it is, ``--data-dir`` values are swapped for it,
+and nothing is downloaded.
 """
 import glob
 import os
@@ -22,22 +24,12 @@ import pytest
 
 from minires.backend import gpu_available
 
+from cifar_archive import PER_BATCH, TEST_IMAGES
+from conftest import GENUINE_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def find_sample():
-    """The CIFAR-10 sample: $MINIRES_CIFAR_SAMPLE, else shared/data/cifar-10-sample beside the
-    repository or beside any folder above it (a worktree sits deeper than a clone)."""
-    if os.environ.get("MINIRES_CIFAR_SAMPLE"):
-        return Path(os.environ["MINIRES_CIFAR_SAMPLE"])
-    for parent in REPO.parents:
-        candidate = parent / "shared" / "data" / "cifar-10-sample"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-SAMPLE = find_sample()
+#: --subset for the generated archive (5 x PER_BATCH training, TEST_IMAGES test images).
+TINY_SUBSET = [str(2 * PER_BATCH), str(TEST_IMAGES // 2)]
 
 
 def readme_commands(text):
@@ -75,9 +67,14 @@ def why_skipped(words):
         return "needs mpiexec and mpi4py"
     if any("gpu" in w for w in words) and not gpu_available():  # --device gpu, gpu_check.sh, ...
         return "needs a GPU (CuPy and a CUDA device)"
-    if SAMPLE is None and "--help" not in words:
-        return "the CIFAR-10 sample (shared/data/cifar-10-sample beside the repository) is not there"
     return None
+
+
+def has_a_test(words):
+    """True when this suite knows how to run (or why it skips) the command."""
+    words = split_env(words)[1]
+    module = next((w for w in words if w.startswith("minires.")), None)
+    return why_skipped(words) is not None or (words[0] in ("python", "mpiexec") and module is not None)
 
 
 def _missing(module):
@@ -88,9 +85,9 @@ def _missing(module):
     return False
 
 
-def shrink(words, cwd):
-    """The command with a tiny budget (see the module docstring); globs expanded in ``cwd``.
-    Commands other than ``python -m minires...`` run as written."""
+def shrink(words, cwd, data):
+    """The command with a tiny budget and the test's data (see the module docstring); globs
+    expanded in ``cwd``. Commands other than ``python -m minires...`` run as written."""
     expanded = []
     for w in words:
         expanded += (sorted(glob.glob(w, root_dir=cwd)) if "*" in w else []) or [w]
@@ -98,6 +95,11 @@ def shrink(words, cwd):
     module = next((w for w in words if w.startswith("minires.")), None)
     if "--help" in words or module is None:
         return words
+    if "--data-dir" in words:
+        words[words.index("--data-dir") + 1] = str(data)
+    if GENUINE_DATA is None and "--subset" in words:
+        i = words.index("--subset")
+        words[i + 1:i + 3] = TINY_SUBSET
     training = module in ("minires.train", "minires.experiments.degradation")
     if training and "--eval-only" not in words:
         resume = "--resume" in words
@@ -107,22 +109,22 @@ def shrink(words, cwd):
         elif "--iterations" not in words and not resume:
             words += ["--epochs", "1"] if module != "minires.train" else ["--iterations", "2"]
         words += TINY_NET
-        if module == "minires.experiments.degradation" and "--jobs" not in words:
-            words += ["--jobs", "1"]  # one process: the suite runs on 2 cores
+        if module == "minires.experiments.degradation":
+            if "--jobs" not in words:
+                words += ["--jobs", "1"]  # one process: the suite runs on 2 cores
+            if GENUINE_DATA is None and "--subset" not in words and "--dataset" not in words:
+                words += ["--subset", *TINY_SUBSET]  # the presets' 4,000 images are not in the tiny archive
     if module == "minires.experiments.responses":
         words += ["--images", "50"]
     return words
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A folder laid out as CI's: <root>/repo (the working directory) beside <root>/shared."""
+def workspace(tmp_path_factory, cifar_archive):
+    """(a scratch working directory with nothing beside it, the data the commands use)."""
     root = tmp_path_factory.mktemp("readme")
-    (root / "repo").mkdir()
-    if SAMPLE is not None:
-        (root / "shared" / "data").mkdir(parents=True)
-        (root / "shared" / "data" / "cifar-10-sample").symlink_to(SAMPLE)
-    return root / "repo"
+    (root / "work").mkdir()
+    return root / "work", GENUINE_DATA or cifar_archive[0]
 
 
 def test_readme_has_the_documented_commands():
@@ -131,17 +133,27 @@ def test_readme_has_the_documented_commands():
     assert any("--eval-only" in words for words in COMMANDS)
 
 
+def test_every_readme_command_has_a_test():
+    untested = [" ".join(words) for words in COMMANDS if not has_a_test(words)]
+    assert not untested, f"README commands this suite neither runs nor skips with a reason: {untested}"
+
+
+def test_readme_names_no_folder_beside_the_repository():
+    text = (REPO / "README.md").read_text()
+    assert not re.search(r"\.\./|shared/data|cifar-10-sample|MINIRES_CIFAR_SAMPLE", text)
+
+
 @pytest.mark.parametrize("words", COMMANDS, ids=[" ".join(w) for w in COMMANDS])
 def test_readme_command_runs(words, workspace):
     reason = why_skipped(words)
     if reason:
         pytest.skip(f"{' '.join(words)}: {reason}")
+    cwd, data = workspace
     assignments, words = split_env(words)
-    command = [sys.executable if w == "python" else w for w in shrink(words, workspace)]
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", **assignments)
-    if SAMPLE is not None:
-        env["MINIRES_DATA_DIR"] = str(SAMPLE)  # the default data directory: no download
-    done = subprocess.run(command, cwd=workspace, env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable if w == "python" else w for w in shrink(words, cwd, data)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", MINIRES_DATA_DIR=str(data), **assignments)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (
         f"README command failed ({done.returncode}): {' '.join(words)}\nran as: {' '.join(command)}\n"
         f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}")
+    assert sorted(p.name for p in cwd.parent.iterdir()) == ["work"], "a README command wrote beside its folder"

@@ -12,8 +12,6 @@ import pytest
 from minires import train as T
 from minires.checkpoint import load_checkpoint
 
-SAMPLE = Path(os.environ.get("MINIRES_CIFAR_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/cifar-10-sample"))
-
 # A tiny net and a short run keep each case to a second or two on a 2-core CPU.
 TINY = ["--depth", "8", "--width", "4", "--batch-size", "32", "--train-limit", "256", "--no-progress"]
 
@@ -51,13 +49,98 @@ def test_training_error_falls_on_synthetic_data(tmp_path):
     assert errs[-1] < errs[0] - 0.1, errs
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason=f"CIFAR-10 sample not found at {SAMPLE}")
-def test_cli_on_the_cifar10_sample(tmp_path):
+@pytest.mark.genuine_data
+def test_cli_on_the_learners_subset_of_genuine_images(tmp_path, capsys):
     out = tmp_path / "run"
-    assert run_cli("--data-dir", str(SAMPLE), "--iterations", "3", "--out", str(out)) == 0
+    assert run_cli("--subset", "4000", "1000", "--iterations", "3", "--out", str(out)) == 0
     rows = T.read_metrics(out)
     assert rows[-1]["iteration"] == 3 and 0 <= rows[-1]["test_err"] <= 1
-    assert T.main(["--eval-only", str(out / "last.npz"), "--data-dir", str(SAMPLE)]) == 0
+    assert json.loads((out / "config.json").read_text())["data"]["sha256"] == T.datasets.SAMPLE_SHA256
+    assert "the learner's subset" in capsys.readouterr().out
+    assert T.main(["--eval-only", str(out / "last.npz")]) == 0
+
+
+def test_cli_on_a_cifar10_archive_records_its_identity_never_its_path(tmp_path, cifar_archive, capsys):
+    folder, path, _, arrays = cifar_archive
+    out = tmp_path / "run"
+    assert run_cli("--data-dir", str(path), "--subset", "300", "60", "--iterations", "3", "--out", str(out)) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"] == T.datasets.identity_of("cifar10", (arrays[0][:300], arrays[1][:300], arrays[2][:60],
+                                                                arrays[3][:60]), [300, 60])
+    assert "data_dir" not in config and str(folder) not in (out / "config.json").read_text()
+    meta = load_checkpoint(out / "last.npz")["meta"]
+    assert meta["data"] == config["data"] and "data_dir" not in meta["config"]
+    assert "data: CIFAR-10, the first 300 training and 60 test images" in capsys.readouterr().out
+    assert T.main(["--eval-only", str(out / "last.npz"), "--data-dir", str(folder)]) == 0
+    assert "on 60 images" in capsys.readouterr().out
+
+
+def test_resume_finds_moved_data_and_refuses_other_data(tmp_path, cifar_archive, capsys):
+    folder, path, _, _ = cifar_archive
+    out, moved = tmp_path / "run", tmp_path / "moved"
+    moved.mkdir()
+    (moved / "renamed.tar.gz").write_bytes(path.read_bytes())
+    common = ["--subset", "300", "60", "--milestones", "6", "9", "--out", str(out)]
+    assert run_cli("--data-dir", str(folder), "--iterations", "3", *common) == 0
+    assert run_cli("--data-dir", str(moved), "--iterations", "6", "--resume", "--out", str(out)) == 0  # moved: fine
+    other = tmp_path / "other"
+    other.mkdir()
+    from cifar_archive import write_cifar_archive
+    write_cifar_archive(other, seed=1)
+    capsys.readouterr()
+    assert run_cli("--data-dir", str(other), "--iterations", "9", "--resume", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "resume: the run in" in err and "point --data-dir at the run's data" in err
+
+
+def test_missing_data_leaves_no_run_directory_and_gives_three_ways(tmp_path, no_data, capsys):
+    out = tmp_path / "runs" / "resnet8"
+    assert run_cli("--iterations", "2", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    for way in ("Three ways forward", str(no_data / "cifar-10-python.tar.gz"), "--data-dir", "$MINIRES_DATA_DIR",
+                "--dataset synthetic"):
+        assert way in err, way
+    assert not (tmp_path / "runs").exists() and not no_data.exists()
+    assert run_cli("--data-dir", str(tmp_path / "nowhere"), "--iterations", "2", "--out", str(out)) == 2
+    assert "which does not exist" in capsys.readouterr().err and not (tmp_path / "nowhere").exists()
+
+
+def test_bad_subset_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli("--subset", "4000", "0")
+    assert info.value.code == 2 and "subset must be two positive ints" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_cli("--dataset", "synthetic", "--subset", "40", "10")
+    assert "dataset 'synthetic' has none" in capsys.readouterr().err
+
+
+def test_training_without_matplotlib_ends_with_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ModuleNotFoundError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out = tmp_path / "run"
+    assert run_cli("--dataset", "synthetic", "--iterations", "3", "--out", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "curves.png not drawn: matplotlib is not installed (pip install 'minires[train]' adds it)" in printed
+    assert "final test error" in printed and not (out / "curves.png").exists()
+
+
+def test_a_long_cpu_run_says_its_estimated_time_up_front(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(T, "ESTIMATE_AFTER", 3)
+    monkeypatch.setattr(T, "ESTIMATE_ABOVE_S", 0.0)
+    assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(tmp_path / "a")) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("estimated time: about") == 1 and "for the 9 iterations left" in printed
+    assert "--epochs N or --iterations N" in printed and "--device gpu" in printed
+    monkeypatch.setattr(T, "ESTIMATE_ABOVE_S", 1e9)  # a short run says nothing
+    assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(tmp_path / "b")) == 0
+    assert "estimated time" not in capsys.readouterr().out
 
 
 def test_resume_is_bit_for_bit(tmp_path):

@@ -1,24 +1,25 @@
-"""CIFAR-10 files: find them, download them (md5-checked), and read them safely.
+"""CIFAR-10 files: download them (md5-checked) and read them safely.
 
 50,000 training and 10,000 test images, 32x32 RGB, 10 classes (Krizhevsky, 2009), as the paper
-uses them (He et al. 2015, Sec. 4.2). What happens to the images next: ``transforms.py``
-(per-pixel mean, augmentation) and ``loader.py`` (splits, mini-batches).
+uses them (He et al. 2015, Sec. 4.2). Where the files are found: ``find.py``; what happens to the
+images next: ``transforms.py`` (per-pixel mean, augmentation) and ``loader.py`` (splits,
+mini-batches).
 
 Typical use::
 
-    path = find_or_download_cifar10()            # cache dir, downloads once
-    x_train, y_train, x_test, y_test = load_cifar10(path)
+    path = find_or_download_cifar10()            # found, or downloaded once into the user cache
+    x_train, y_train, x_test, y_test = load_cifar10(path, train_size=4000, test_size=1000)
 
 Where the data comes from
-    :func:`download_cifar10` fetches the official archive with ``urllib`` into a cache
-    directory (:func:`default_data_dir`), writing to a ``*.part`` file that is md5-checked
+    :func:`download_cifar10` fetches the official archive with ``urllib`` into the user cache
+    (:func:`minires.data.find.cache_dir`), writing to a ``*.part`` file that is md5-checked
     and then renamed atomically, so a half-written or corrupt download is never loaded.
     :func:`load_cifar10` reads the archive in place with ``tarfile`` (no extraction).
-    Local archives that are not the official file (such as the 5,000-image sample the
-    tests use) are accepted: they are checked by *structure* instead of md5 -- every batch
-    must be present, with ``uint8`` data of shape ``(N, 3072)`` and ``N`` labels in 0..9 --
-    and the gzip checksum is verified by reading the archive to its end. Only the
-    downloader knows the official md5.
+    Local archives under another name, or with fewer images than the official file (the first
+    images of each batch, as in a subset made for a course), are accepted: they are checked by
+    *structure* instead of md5 -- every batch must be present, with ``uint8`` data of shape
+    ``(N, 3072)`` and ``N`` labels in 0..9 -- and the gzip checksum is verified by reading the
+    archive to its end. Only the downloader knows the official md5.
 
 Pickle safety
     The batches are Python pickles, and unpickling runs whatever functions a pickle names.
@@ -69,79 +70,6 @@ class DownloadError(RuntimeError):
     """Downloading the CIFAR-10 archive failed (offline, HTTP error, md5 mismatch)."""
 
 
-# --------------------------------------------------------------------------- locating
-
-def default_data_dir():
-    """The cache directory for datasets.
-
-    ``$MINIRES_DATA_DIR`` if set, else ``$XDG_CACHE_HOME/minires``, else
-    ``~/.cache/minires``.
-    """
-    explicit = os.environ.get("MINIRES_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME")
-    base = Path(cache).expanduser() if cache else Path.home() / ".cache"
-    return base / "minires"
-
-
-def find_cifar10(data_dir=None):
-    """Where CIFAR-10 lies under ``data_dir`` (default :func:`default_data_dir`), or None.
-
-    ``data_dir`` may be an archive file, a ``cifar-10-batches-py`` directory, or a
-    directory holding one of these. Looked for in this order: an existing file as given;
-    the batches directory itself; ``data_dir/cifar-10-batches-py/``;
-    ``data_dir/cifar-10-python.tar.gz``; the one ``*.tar.gz`` / ``*.tgz`` / ``*.tar``
-    in ``data_dir`` whose first member lies under ``cifar-10-batches-py/`` (for example
-    the sample ``cifar-10-sample-python.tar.gz``). Several such archives are an error:
-    say which one you mean.
-    """
-    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    if root.is_file():
-        return root
-    if not root.is_dir():
-        return None
-    if (root / TRAIN_BATCHES[0]).is_file():
-        return root
-    if (root / BATCHES_DIRNAME).is_dir():
-        return root / BATCHES_DIRNAME
-    if (root / CIFAR10_FILENAME).is_file():
-        return root / CIFAR10_FILENAME
-    candidates = [p for p in sorted(root.iterdir())
-                  if p.is_file() and p.name.endswith(_ARCHIVE_SUFFIXES) and _looks_like_cifar(p)]
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates)
-        raise DatasetError(
-            f"find_cifar10: {root} holds several CIFAR-10 archives ({names}); "
-            "pass the one you want as a file path")
-    return candidates[0] if candidates else None
-
-
-def find_or_download_cifar10(data_dir=None, download=True, *, progress=True):
-    """Path to CIFAR-10 for :func:`load_cifar10`, downloading it only when none is found.
-
-    ``data_dir`` is searched as :func:`find_cifar10` describes (default: the cache
-    directory). When nothing is there and ``download`` is true, the official archive is
-    downloaded into ``data_dir`` (which must then be a directory, created if needed);
-    otherwise ``FileNotFoundError`` says where to put the archive.
-    """
-    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
-    found = find_cifar10(root)
-    if found is not None:
-        return found
-    if root.name.endswith(_ARCHIVE_SUFFIXES):
-        raise FileNotFoundError(
-            f"find_or_download_cifar10: the archive {root} does not exist. Download "
-            f"{CIFAR10_URL} and put it there, or pass the directory to download into.")
-    if not download:
-        raise FileNotFoundError(
-            f"find_or_download_cifar10: no CIFAR-10 found in {root} (looked for "
-            f"{BATCHES_DIRNAME}/, {CIFAR10_FILENAME} and *.tar.gz archives in the official "
-            f"layout). Download {CIFAR10_URL} and put it at {root / CIFAR10_FILENAME}, "
-            "or allow download=True.")
-    return download_cifar10(root, progress=progress)
-
-
 def _looks_like_cifar(path):
     """True when the first member of the tar archive ``path`` is under cifar-10-batches-py/.
 
@@ -160,7 +88,8 @@ def _looks_like_cifar(path):
 def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60.0):
     """Download the official CIFAR-10 archive into ``root`` and return its path.
 
-    ``root`` defaults to :func:`default_data_dir`; ``url`` and ``md5`` default to
+    ``root`` defaults to the user cache (:func:`minires.data.find.cache_dir`), the only folder
+    minires creates for data, and only here; ``url`` and ``md5`` default to
     :data:`CIFAR10_URL` and :data:`CIFAR10_MD5` (read at call time, so tests can point
     them at a local file). The bytes go to a uniquely named ``*.part`` file beside the
     target, are md5-checked, and the file is renamed into place atomically, so neither a
@@ -169,7 +98,9 @@ def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60
     where to put a manually downloaded copy. A file already at the target is returned
     when its md5 matches and is an error otherwise (it is not ours to delete).
     """
-    root = default_data_dir() if root is None else Path(root).expanduser()
+    from .find import cache_dir, ways_forward  # find.py imports this module at its top
+
+    root = cache_dir() if root is None else Path(root).expanduser()
     url = CIFAR10_URL if url is None else url
     md5 = CIFAR10_MD5 if md5 is None else md5
     dest = root / CIFAR10_FILENAME
@@ -180,6 +111,7 @@ def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60
         raise DownloadError(
             f"download_cifar10: {dest} already exists but its md5 is {got}, expected {md5}: "
             "it is incomplete or not the official archive. Delete it to download it again.")
+    created = [d for d in (root, *root.parents) if not d.exists()]  # removed again if this fails
     root.mkdir(parents=True, exist_ok=True)
     fd, part_name = tempfile.mkstemp(dir=root, prefix=CIFAR10_FILENAME + ".", suffix=".part")
     part = Path(part_name)
@@ -195,13 +127,16 @@ def download_cifar10(root=None, *, url=None, md5=None, progress=True, timeout=60
         os.replace(part, dest)
     except BaseException as exc:
         part.unlink(missing_ok=True)
+        for d in created:  # deepest first: a failed download leaves no empty cache folder behind
+            try:
+                d.rmdir()
+            except OSError:  # something else was put there meanwhile: not ours to remove
+                break
         if isinstance(exc, DownloadError) or not isinstance(exc, Exception):
             raise  # our own message, or Ctrl-C / SystemExit: pass through unchanged
         raise DownloadError(
             f"download_cifar10: could not download CIFAR-10 from {url} ({exc}). "
-            f"If this machine is offline, download the archive elsewhere and put it at {dest} "
-            f"(it is {CIFAR10_FILENAME}, {CIFAR10_SIZE:,} bytes, md5 {CIFAR10_MD5}), or pass "
-            "its location as data_dir (--data-dir on the command line).") from exc
+            + ways_forward(dest)) from exc
     return dest
 
 
@@ -247,13 +182,19 @@ def _md5_of_file(path):
 
 # --------------------------------------------------------------------------- loading
 
-def load_cifar10(path):
+def load_cifar10(path, train_size=None, test_size=None):
     """Load CIFAR-10 as ``(x_train, y_train, x_test, y_test)``.
 
     ``path`` is an archive (``.tar.gz`` or ``.tar`` in the official layout, read in place),
     a ``cifar-10-batches-py`` directory, or a directory holding one. Images are ``uint8``
     of shape ``(N, 3, 32, 32)`` (channels R, G, B), labels ``int64`` in 0..9, both in the
     official order (``data_batch_1`` ... ``data_batch_5``; ``test_batch``).
+
+    ``train_size`` / ``test_size`` keep only the first that many images of each part, in that
+    order: ``load_cifar10(path, 4000, 1000)`` is the learner's subset
+    (:data:`minires.data.SAMPLE_SUBSET`), the same images from the official archive or from a
+    copy of just those images. Asking for more images than the files hold is an error.
+
     Raises :class:`DatasetError` naming the file and the problem for a missing batch, a
     truncated archive or bad shapes, and ``pickle.UnpicklingError`` for a pickle that
     references anything but NumPy array reconstruction.
@@ -269,7 +210,21 @@ def load_cifar10(path):
     x_train = np.concatenate([batches[name][0] for name in TRAIN_BATCHES])
     y_train = np.concatenate([batches[name][1] for name in TRAIN_BATCHES])
     x_test, y_test = batches[TEST_BATCH]
+    x_train, y_train = _first(path, "train_size", "training", x_train, y_train, train_size)
+    x_test, y_test = _first(path, "test_size", "test", x_test, y_test, test_size)
     return x_train, y_train, x_test, y_test
+
+
+def _first(path, name, part, x, y, size):
+    """The first ``size`` images and labels (all of them for None), or an error saying how many there are."""
+    if size is None:
+        return x, y
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"load_cifar10: {name} must be a positive int or None, got {size!r}")
+    if size > len(x):
+        raise DatasetError(f"load_cifar10: {name}={size} asks for more {part} images than {path} "
+                           f"holds ({len(x):,})")
+    return x[:size].copy(), y[:size].copy()  # a copy: the rest of the set is freed
 
 
 def _read_archive(path):

@@ -33,7 +33,9 @@ import time
 
 import numpy as np
 
+from .. import data as datasets
 from .. import train as T
+from ..data import SAMPLE_SUBSET
 from ..checkpoint import load_checkpoint
 from ..cli import add_config_options
 
@@ -51,11 +53,12 @@ WARMUP_TEXT = {True: "lr 0.01 until the training error is below 80 %", False: "n
 # every net: at this budget a deep plain net that starts at lr 0.1 can stay at chance for the
 # whole run (plain-56 did, at 10 epochs), which shows "does not train", not degradation.
 PRESETS = {
-    "cpu": dict(depths=[14, 32], seeds=1, epochs=20, iterations=None, milestones=None, warmup=True, device="cpu"),
+    "cpu": dict(depths=[14, 32], seeds=1, epochs=20, iterations=None, milestones=None, warmup=True, device="cpu",
+                subset=list(SAMPLE_SUBSET)),
     "gpu": dict(depths=[20, 32, 44, 56], seeds=3, epochs=30, iterations=None, milestones=None, warmup=True,
-                device="gpu"),
+                device="gpu", subset=list(SAMPLE_SUBSET)),
     "paper": dict(depths=[20, 32, 44, 56], seeds=1, epochs=None, iterations=PAPER_ITERATIONS,
-                  milestones=[32000, 48000], warmup=None, device="gpu"),
+                  milestones=[32000, 48000], warmup=None, device="gpu", subset=None),
 }
 
 
@@ -84,6 +87,7 @@ def run_configs(args):
         for seed in args.seeds:
             for plain in (True, False):
                 cfg = T.TrainConfig(depth=depth, plain=plain, dataset=args.dataset, data_dir=args.data_dir,
+                                    subset=args.subset,
                                     device=args.device, seed=seed, batch_size=args.batch_size,
                                     width=args.width, train_limit=args.train_limit, warmup=args.warmup,
                                     epochs=args.epochs, iterations=args.iterations, milestones=args.milestones,
@@ -426,13 +430,13 @@ def write_report(args, wall_s=None, argv=None):
     # The budget in iterations: a run's first row is its first whole epoch.
     batches_per_epoch = next(iter(next(iter(results.values())).values()))[0]["iteration"]
     budget = T.plan(T.TrainConfig(epochs=args.epochs, iterations=args.iterations), batches_per_epoch)[0]
-    data = "CIFAR-10" if args.dataset == "cifar10" else "synthetic data"
+    identity = _data_identity(args)
     seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
-    title = f"{data}{' from ' + args.data_dir if args.data_dir else ''}, preset {args.preset}, {seeds}"
+    title = f"{_short_name(identity)}, preset {args.preset}, {seeds}"
     plot_figure6(results, args.depths, os.path.join(args.out, "figure6.png"), title)
     md, summary = summarise(results, args.depths, budget, args.trained_below)
     summary.update(preset=args.preset, epochs=args.epochs, iterations=args.iterations, warmup=args.warmup,
-                   device=args.device, dataset=args.dataset, data_dir=args.data_dir, wall_s=wall_s,
+                   device=args.device, dataset=args.dataset, data=identity, wall_s=wall_s,
                    command="python -m minires.experiments.degradation " + " ".join(argv or []))
     response_md = ""
     if not args.no_responses:
@@ -451,6 +455,8 @@ def write_report(args, wall_s=None, argv=None):
         except Exception as e:  # the table and Figure 6 must not be lost to a failure in Figure 7
             print(f"degradation: Figure 7 failed ({type(e).__name__}: {e}); the rest of the report follows")
             response_md = f"\n## Layer responses (Figure 7)\n\nFailed: {type(e).__name__}: {e}\n"
+        if isinstance(report, int):  # responses printed why (a missing checkpoint or data set)
+            response_md, report = "\n## Layer responses (Figure 7)\n\nFailed: see the message above.\n", None
         if report is not None:
             summary["responses"] = {"claims": report["claims"], "left_out": report["left_out"]}
             response_md = ("\n## Layer responses (Figure 7, `responses.png`)\n\n"
@@ -468,6 +474,8 @@ def write_report(args, wall_s=None, argv=None):
     train_time = sum(t for net in summary["nets"].values() for t in net["train_time_s"].values())
     header = (f"# Degradation experiment: {title}\n\n"
               f"Command: `{summary['command']}`\n\n"
+              f"Data: {datasets.describe(identity) if identity else 'unknown (runs written before data identities)'}"
+              f"{'; sha256 `' + identity['sha256'] + '`' if identity else ''}.\n\n"
               f"Same recipe, data and budget for every net ({budget} iterations of batch {args.batch_size}, "
               f"{100 * budget / PAPER_ITERATIONS:.1f} % of the paper's 64k; warm-up: "
               f"{WARMUP_TEXT[args.warmup]}); "
@@ -485,6 +493,39 @@ def write_report(args, wall_s=None, argv=None):
     return summary
 
 
+def _data_found(args):
+    """Load the data once, before any run starts: a missing data set is one message, not one per run."""
+    cfg = run_configs(args)[0]
+    try:
+        print(f"degradation: data: {T.dataset_of(cfg).description}")
+    except (FileNotFoundError, datasets.DownloadError, datasets.DatasetError, ValueError) as e:
+        print(f"degradation: error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
+def _data_identity(args):
+    """The data identity the runs recorded (their config.json), or None for runs that predate it."""
+    for plain in (True, False):
+        for depth in args.depths:
+            for seed in args.seeds:
+                try:
+                    with open(os.path.join(run_dir(args.out, plain, depth, seed), "config.json")) as f:
+                        return json.load(f).get("data")
+                except (OSError, ValueError):
+                    continue
+    return None
+
+
+def _short_name(identity):
+    """'CIFAR-10 (first 4,000 training and 1,000 test images)', 'CIFAR-10', 'synthetic data'."""
+    if identity is None or identity["name"] == "synthetic":
+        return "synthetic data" if identity else "data of unknown identity"
+    if identity["subset"] is None:
+        return "CIFAR-10"
+    return f"CIFAR-10 (first {identity['train']:,} training and {identity['test']:,} test images)"
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m minires.experiments.degradation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -499,6 +540,9 @@ def build_parser():
     p.add_argument("--device", choices=["cpu", "gpu"], default=None, help="default: the preset's")
     # The other training options, with the defaults of minires.train (TrainConfig).
     add_config_options(p, ("batch_size", "width", "train_limit", "dataset", "data_dir", "cuda_graph"))
+    p.add_argument("--subset", type=int, nargs=2, default=None, metavar=("TRAIN", "TEST"),
+                   help="the first TRAIN training and TEST test images of CIFAR-10 (default: the preset's; "
+                        "cpu and gpu: 4000 1000, the learner's subset; paper: all of them)")
     p.add_argument("--out", default="runs/degradation")
     p.add_argument("--jobs", type=int, default=None,
                    help="train this many runs at once, one BLAS thread each (default: 2 on a CPU with "
@@ -526,6 +570,8 @@ def resolve(args):
         args.epochs, args.iterations, args.milestones = preset["epochs"], preset["iterations"], preset["milestones"]
     args.warmup = preset["warmup"] if args.warmup is None else {"auto": None, "on": True, "off": False}[args.warmup]
     args.device = args.device or preset["device"]
+    if args.subset is None and args.dataset == "cifar10":
+        args.subset = preset["subset"]
     if args.jobs is None:
         args.jobs = 1 if args.device == "gpu" else min(2, os.cpu_count() or 1)
     if args.jobs < 1:
@@ -539,8 +585,10 @@ def main(argv=None):
         args = resolve(build_parser().parse_args(argv))
     except ValueError as e:
         raise SystemExit(str(e))
-    os.makedirs(args.out, exist_ok=True)
     wall_s, failed = None, []
+    if not args.report_only and not _data_found(args):
+        return 2
+    os.makedirs(args.out, exist_ok=True)
     if not args.report_only:
         start = time.perf_counter()
         outcomes = run_all(args)

@@ -205,6 +205,7 @@ def replot(path, out):
 
 
 def main(argv=None):
+    """The command line; returns the report (see :func:`report`), or 2 after printing what is missing."""
     p = argparse.ArgumentParser(prog="python -m minires.experiments.responses", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run directories written by minires.train (each with last.npz)")
@@ -216,6 +217,20 @@ def main(argv=None):
                    help="leave out runs whose final training error is not below this (default 0.85; "
                         "chance is 0.9): Figure 7 is about trained nets")
     args = p.parse_args(argv)
+    missing = [run for run in args.runs if not os.path.isfile(os.path.join(run, "last.npz"))]
+    if missing:
+        print(f"responses: error: no checkpoint (last.npz) in {', '.join(missing)}; give run directories that "
+              "minires.train or the degradation experiment has written", file=sys.stderr)
+        return 2
+    try:
+        return _responses(args)
+    except (FileNotFoundError, datasets.DownloadError, datasets.DatasetError) as e:
+        print(f"responses: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _responses(args):
+    """Figure 7 for the runs in ``args`` (each with last.npz); returns report()'s summary."""
     results, left_out, cache = [], [], {}
     for run in args.runs:
         final_err = _final_train_err(run)
@@ -227,7 +242,7 @@ def main(argv=None):
             continue
         if args.data_dir:
             cfg.data_dir = args.data_dir
-        key = (cfg.dataset, cfg.data_dir, cfg.seed)  # the test images depend on these only
+        key = (cfg.dataset, cfg.data_dir, str(cfg.subset), cfg.seed)  # the test images depend on these only
         if key not in cache:
             cache[key] = load_data(cfg)[4][:args.images]
         mean, x_test = pixel_mean_of(ckpt, cfg), cache[key]
@@ -240,5 +255,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    code = main()  # the report, or an exit status for a message already printed
+    sys.exit(code if isinstance(code, int) else 0)
