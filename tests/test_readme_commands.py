@@ -59,8 +59,8 @@ def split_env(words):
 def why_skipped(words):
     """The reason this command is not run here, or None."""
     words = split_env(words)[1]
-    if words[0] == "pip":
-        return "installs the package; CI runs this very line itself (.ci/run)"
+    if words[0] == "pip" or words[:3] == ["python3", "-m", "venv"]:
+        return "sets up the environment; CI runs the README's set-up lines themselves (.ci/run)"
     if words[:4] == ["python", "-m", "pytest", "-q"] or words[:3] == ["python", "-m", "pytest"]:
         return "is this test suite itself"
     if words[0] == "mpiexec" and (shutil.which("mpiexec") is None or _missing("mpi4py")):
