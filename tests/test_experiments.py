@@ -207,6 +207,43 @@ def test_presets_and_depths():
         degradation.resolve(degradation.build_parser().parse_args(["--depths", "21"]))
 
 
+def test_presets_train_on_the_learners_subset_unless_told_otherwise():
+    parse = lambda *argv: degradation.resolve(degradation.build_parser().parse_args(list(argv)))  # noqa: E731
+    assert parse().subset == parse("--preset", "gpu").subset == [4000, 1000]
+    assert parse("--preset", "paper").subset is None
+    assert parse("--subset", "400", "100").subset == [400, 100]
+    assert parse("--dataset", "synthetic").subset is None
+
+
+def test_missing_data_is_one_message_before_any_run(tmp_path, no_data, monkeypatch, capsys):
+    monkeypatch.setattr(degradation, "run_all", lambda args: pytest.fail("launched runs without data"))
+    out = tmp_path / "deg"
+    assert degradation.main(["--out", str(out), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("Three ways forward") == 1 and "--dataset synthetic" in err
+    assert not out.exists()
+
+
+def test_report_names_the_data_by_identity_not_path(tmp_path, tiny_data):
+    folder = tiny_data[0]
+    out = tmp_path / "deg"
+    argv = ["--depths", "8", "--seeds", "1", "--epochs", "1", "--width", "4", "--batch-size", "32",
+            "--subset", "128", "40", "--jobs", "1", "--no-progress", "--no-responses", "--out", str(out)]
+    assert degradation.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["data"]["subset"] == [128, 40] and len(summary["data"]["sha256"]) == 64
+    results = (out / "results.md").read_text()
+    assert "CIFAR-10 (first 128 training and 40 test images)" in results and summary["data"]["sha256"] in results
+    assert str(folder) not in results + json.dumps(summary)
+
+
+def test_responses_names_missing_runs_in_one_line(tmp_path, capsys):
+    runs = [str(tmp_path / "plain8-s0"), str(tmp_path / "resnet8-s0")]
+    assert responses.main([*runs, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and all(r in err for r in runs) and "no checkpoint (last.npz)" in err
+
+
 def test_gpu_script_is_valid_bash():
     script = Path(__file__).resolve().parents[1] / "docs" / "degradation" / "gpu_run.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)

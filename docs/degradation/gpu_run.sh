@@ -4,21 +4,22 @@
 #   OUT=/some/dir bash docs/degradation/gpu_run.sh
 #
 # 1. `--preset gpu`: depths 20 32 44 56, plain and residual, 3 seeds, 30 epochs of the CIFAR-10
-#    sample, JOBS runs at a time sharing the GPU (a step at batch 128 is launch-bound);
+#    learner's subset (the preset's --subset 4000 1000), JOBS runs at a time sharing the GPU (a step at batch 128 is launch-bound);
 # 2. the reports: figures, tables, summaries and Figure 7 from the trained checkpoints (on the GPU);
 # 3. everything except the checkpoints (*.npz) into ONE archive, $OUT/degradation-results.tar.gz,
 #    whatever happened before (a trap), and a short summary on stdout.
 # Each phase has a hard timeout; a run cut short keeps its finished epochs. Calling the script
 # again on the same machine resumes the unfinished runs (the work directory is gitignored).
 #
-# Environment: OUT (required), DATA (default .data/cifar-10-sample), JOBS (default 14),
+# Environment: OUT (required), DATA (a CIFAR-10 archive or folder; default: where minires finds it,
+# $MINIRES_DATA_DIR or the user cache), JOBS (default 14),
 # EXTRA_ARGS (more options for every degradation call, e.g. --cuda-graph),
 # TRAIN_TIMEOUT (s, default 320), REPORT_TIMEOUT (s, default 100), TINY=1 (a CPU smoke test:
 # depths 8 and 14, width 4, 1 epoch of 256 images, 2 seeds).
 set -euo pipefail
 
 : "${OUT:?set OUT to the folder that receives the archive}"
-DATA=${DATA:-.data/cifar-10-sample}
+DATA=${DATA:-}
 JOBS=${JOBS:-14}
 TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-320}
 REPORT_TIMEOUT=${REPORT_TIMEOUT:-100}
@@ -33,7 +34,7 @@ if [[ "${TINY:-0}" == 1 ]]; then
   SMALL=(--depths 8 14 --width 4 --epochs 1 --train-limit 256 --batch-size 64 --trained-below 0.95)
   JOBS=${TINY_JOBS:-2}
 fi
-DEG="python -m minires.experiments.degradation --data-dir $DATA --device $DEVICE --no-progress"
+DEG="python -m minires.experiments.degradation ${DATA:+--data-dir $DATA} --device $DEVICE --no-progress"
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 GPU_ARGS=(--preset gpu --out "$WORK/gpu" ${SMALL[@]+"${SMALL[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
 if [[ "${TINY:-0}" == 1 ]]; then GPU_ARGS+=(--seeds 2); fi
@@ -58,7 +59,7 @@ archive() {
 }
 trap archive EXIT
 
-if [[ ! -e "$DATA" ]]; then say "no CIFAR-10 sample at $DATA (set DATA): stopping"; exit 2; fi
+if [[ -n "$DATA" && ! -e "$DATA" ]]; then say "no CIFAR-10 at DATA=$DATA: stopping"; exit 2; fi
 if [[ $DEVICE == gpu ]]; then
   python -c "import cupy; print('CuPy', cupy.__version__, 'devices:', cupy.cuda.runtime.getDeviceCount())" 2>&1 | tee -a "$LOG"
 fi
