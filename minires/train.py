@@ -278,10 +278,12 @@ class Trainer:
         left_s = step_s * (self.total - self.iteration)
         if self.cfg.device != "cpu" or left_s < ESTIMATE_ABOVE_S:
             return
+        ways = ["--epochs N or --iterations N (the lr drops keep their place in the run)"]
+        if self.cfg.dataset == "cifar10" and self.cfg.subset is None:
+            ways.append("--subset 4000 1000 (the learner's subset)")
         text = (f"estimated time: about {left_s / 3600:.1f} h for the {self.total - self.iteration:,} iterations "
-                f"left, at {step_s:.2f} s each on this CPU (measured over the first {ESTIMATE_AFTER}). To shorten "
-                "it: --epochs N or --iterations N (the lr drops keep their place in the run), --subset 4000 1000 "
-                "(the learner's subset), or --device gpu.")
+                f"left, at {step_s:.2f} s each on this CPU (measured over the first {ESTIMATE_AFTER}; other work "
+                f"on the machine slows it). To shorten it: {', '.join(ways)}, or --device gpu.")
         (bar.write if bar is not None else self.log)(text)
 
     def _check_finite(self, loss_value):

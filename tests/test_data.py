@@ -72,6 +72,15 @@ def sample():
 
 # --------------------------------------------------------------------------- genuine images
 
+def genuine_member(name):
+    """The raw bytes of cifar-10-batches-py/<name> in the genuine data (an archive or a folder)."""
+    path = data.find_or_download_cifar10()
+    if path.is_dir():
+        return (path / name).read_bytes()
+    with tarfile.open(path) as tar:
+        return tar.extractfile(f"cifar-10-batches-py/{name}").read()
+
+
 @pytest.mark.genuine_data
 def test_learners_subset_shapes_class_counts_and_content_hash(sample):
     x_train, y_train, x_test, y_test = sample[:4]
@@ -89,13 +98,7 @@ def test_learners_subset_shapes_class_counts_and_content_hash(sample):
 def test_genuine_order_and_channel_layout_match_the_raw_first_batch(sample):
     """Image n is row n of data_batch_1 (in the official archive and in any copy of its first
     images), red plane first."""
-    path = data.find_or_download_cifar10()
-    if path.is_file():
-        with tarfile.open(path) as tar:
-            raw = tar.extractfile("cifar-10-batches-py/data_batch_1").read()
-    else:
-        raw = (path / "data_batch_1").read_bytes()
-    batch = cifar10._BatchUnpickler(io.BytesIO(raw), "test").load()
+    batch = cifar10._BatchUnpickler(io.BytesIO(genuine_member("data_batch_1")), "test").load()
     x_train, y_train = sample[:2]
     np.testing.assert_array_equal(x_train[5, 0].ravel(), batch["data"][5, :1024])
     np.testing.assert_array_equal(x_train[5, 2].ravel(), batch["data"][5, 2048:])
@@ -105,12 +108,7 @@ def test_genuine_order_and_channel_layout_match_the_raw_first_batch(sample):
 
 @pytest.mark.genuine_data
 def test_genuine_class_names_match_batches_meta():
-    path = data.find_or_download_cifar10()
-    if path.is_file():
-        with tarfile.open(path) as tar:
-            meta = tar.extractfile("cifar-10-batches-py/batches.meta").read()
-    else:
-        meta = (path / "batches.meta").read_bytes()
+    meta = genuine_member("batches.meta")
     assert tuple(cifar10._BatchUnpickler(io.BytesIO(meta), "meta").load()["label_names"]) == \
         data.CIFAR10_CLASSES
 
