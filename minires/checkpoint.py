@@ -14,16 +14,26 @@ Every ``state_dict()`` of minires is made of Python numbers, strings, lists, dic
 import json
 import numbers
 import os
+import tempfile
 
 import numpy as np
 
 from .backend import to_numpy
 
 
-def save_checkpoint(path, model, optimizer=None, schedule=None, meta=None):
-    """Write a checkpoint to ``path`` atomically: a temporary file, then ``os.replace``.
+class NonFiniteCheckpoint(ValueError):
+    """A checkpoint would hold NaN or infinite values: it is not written (the last one stays)."""
 
-    A crash or Ctrl-C during the write leaves the previous checkpoint intact.
+
+def save_checkpoint(path, model, optimizer=None, schedule=None, meta=None):
+    """Write a checkpoint to ``path`` atomically: a temporary file of this writer's own, then
+    ``os.replace``.
+
+    A crash, Ctrl-C or a full disk during the write leaves the previous checkpoint intact, and
+    the temporary file is removed on every exit path. A checkpoint is written only when every
+    array is finite: otherwise :class:`NonFiniteCheckpoint` names the arrays, and the previous
+    checkpoint, the last finite one, stays in place (checked here, on the host copies, so a
+    captured CUDA-graph step needs no synchronisation of its own).
     """
     arrays = {f"model.{k}": to_numpy(v) for k, v in model.state_dict().items()}
     if optimizer is not None:
@@ -31,12 +41,24 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, meta=None):
     if schedule is not None:
         arrays.update(flatten_state(schedule.state_dict(), "schedule"))
     arrays.update(flatten_state(meta or {}, "meta"))
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    bad = [k for k, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
+    if bad:
+        raise NonFiniteCheckpoint(
+            f"save_checkpoint: {len(bad)} arrays hold NaN or infinite values ({', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}); {path} was not written")
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")  # unique per writer
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is as readable as other files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_checkpoint(path):

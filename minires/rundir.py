@@ -11,8 +11,13 @@ Names follow the paper: ``model_name`` gives 'ResNet-56' or 'plain-56', ``run_na
 directory name 'resnet56' or 'plain56'.
 """
 import csv
+import fcntl
 import json
 import os
+import socket
+import sys
+import tempfile
+import time
 from .checkpoint import load_checkpoint
 from .config import build_model, config_from_dict, config_to_dict
 
@@ -45,26 +50,57 @@ def write_config(out, cfg, data=None):
 
 # --------------------------------------------------------------------------- metrics files
 
-def append_metrics(out, row):
-    """Append one epoch to metrics.csv and metrics.jsonl."""
-    csv_path = os.path.join(out, "metrics.csv")
-    new = not os.path.exists(csv_path)
-    with open(csv_path, "a", newline="") as f:
+def write_metrics(out, rows):
+    """metrics.csv and metrics.jsonl from ``rows``, each written whole and then renamed into place.
+
+    The checkpoint carries the rows it has seen, and the files are rebuilt from it after every
+    epoch and on resume: a kill at any instant leaves the old files or the new ones, never a
+    mixture, and never an epoch missing from the files that the checkpoint has.
+    """
+    def write(name, fill):
+        path = os.path.join(out, name)
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                fill(f)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def fill_csv(f):
         writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    write("metrics.csv", fill_csv)
+    write("metrics.jsonl", lambda f: f.writelines(json.dumps(row) + "\n" for row in rows))
 
 
-def read_metrics(out):
-    """The per-epoch rows of a run directory (from metrics.jsonl)."""
+def read_metrics(out, warn=None):
+    """The per-epoch rows of a run directory (from metrics.jsonl).
+
+    A partial last row (what a full disk or a kill in an older version's append could leave) is
+    dropped, and ``warn`` (default: a line on stderr) says so, naming the file; a damaged row
+    before the last is an error naming the file and the line.
+    """
     path = os.path.join(out, "metrics.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            if number < len(lines):
+                raise ValueError(f"read_metrics: {path}, line {number}, is not a metrics row ({exc})") from None
+            (warn or (lambda text: print(text, file=sys.stderr)))(
+                f"read_metrics: dropping the incomplete last row of {path} (line {number})")
+    return rows
 
 
 def clear_metrics(out):
@@ -73,14 +109,6 @@ def clear_metrics(out):
         path = os.path.join(out, name)
         if os.path.exists(path):
             os.remove(path)
-
-
-def truncate_metrics(out, epochs):
-    """Keep the first ``epochs`` rows (a resumed run rewrites what came after its checkpoint)."""
-    rows = [r for r in read_metrics(out) if r["epoch"] <= epochs]
-    clear_metrics(out)
-    for row in rows:
-        append_metrics(out, row)
 
 
 def format_row(row, total):
@@ -116,16 +144,79 @@ def plot_curves(rows, path, title):
     return fig
 
 
+# --------------------------------------------------------------------------- one writer
+
+class RunDirectoryBusy(RuntimeError):
+    """Another process is writing to this run directory."""
+
+
+class RunLock:
+    """One writer per run directory: an exclusive ``flock`` on ``<out>/.lock``, held while the run lives.
+
+    The operating system releases the lock when the process ends, however it ends, so a killed
+    run leaves no stale lock. The owner's pid, host and start time are written into the lock
+    file for the message a second run gets::
+
+        with RunLock(out):
+            ...  # write checkpoints and metrics
+    """
+
+    def __init__(self, out):
+        self.path, self.fd = os.path.join(out, ".lock"), None
+
+    def __enter__(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 4096).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirectoryBusy(
+                f"{os.path.dirname(self.path)} is in use by another run ({owner}); wait for it to end, or "
+                "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock; the file stays (removing it would race a new writer)
+        self.fd = None
+        return False
+
+
 # --------------------------------------------------------------------------- trained models
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", fallback=None):
     """(model, config, checkpoint) from a checkpoint written by a training run.
 
     The model's input normalisation is ``checkpoint["meta"]["pixel_mean"]`` (checkpoints written
-    before it was stored lack it: ``minires.train.pixel_mean_of`` recomputes it then).
+    before it was stored lack it: ``minires.train.pixel_mean_of`` recomputes it then). A bare
+    model checkpoint (``save_checkpoint(path, model)``: no run config) needs a ``fallback``
+    config for what a state dict cannot tell (plain or residual, the shortcut option, the data);
+    its depth and width are read from the state dict.
     """
     ckpt = load_checkpoint(path)
-    cfg = config_from_dict(ckpt["meta"]["config"])
+    if "config" in ckpt["meta"]:
+        cfg = config_from_dict(ckpt["meta"]["config"])
+    elif fallback is not None:
+        cfg = config_for_state_dict(ckpt["model"], fallback, path)
+    else:
+        raise ValueError(f"load_model: {path} is a bare model checkpoint (no run config): pass a fallback "
+                         "config (on the command line: --depth/--plain/--shortcut as it was trained)")
     model = build_model(cfg, device)
     model.load_state_dict(ckpt["model"])
     return model, cfg, ckpt
+
+
+def config_for_state_dict(state, base, path="the checkpoint"):
+    """``base`` (a TrainConfig) with the depth and width of a CIFAR ResNet's state dict."""
+    blocks = {k.split(".")[1] for k in state if k.startswith("layer1.")}
+    if "conv1.weight" not in state or not blocks:
+        raise ValueError(f"load_model: {path} does not hold a CIFAR ResNet's state dict "
+                         f"(keys: {sorted(state)[:4]}...)")
+    cfg = config_from_dict({**config_to_dict(base), "depth": 6 * len(blocks) + 2,
+                            "width": int(state["conv1.weight"].shape[0])})
+    cfg.data_dir = base.data_dir
+    return cfg

@@ -13,6 +13,7 @@ What a run writes, and reading it back: ``minires.rundir``. The options and thei
 ``minires.config.TrainConfig``. The command line: ``minires.cli``. A resumed run continues
 exactly as if it had never stopped: same batches, same augmentation, same result, bit for bit.
 """
+import contextlib
 import math
 import os
 import signal
@@ -27,15 +28,15 @@ from . import data as datasets
 from . import distributed
 from . import functional as F
 from .backend import check_device
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import NonFiniteCheckpoint, load_checkpoint, save_checkpoint
 from .cpu_memory import keep_freed_memory
 from .config import TrainConfig, build_model, config_from_dict, config_to_dict
 from .engine import Tensor, no_grad
 from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
 from .optim.lr_scheduler import paper_milestones
 # METRIC_FIELDS and run_name are also re-exported: minires.train.<name> as before the split
-from .rundir import (METRIC_FIELDS, append_metrics, clear_metrics, default_out, format_row,  # noqa: F401
-                     load_model, model_name, plot_curves, read_metrics, run_name, truncate_metrics, write_config)
+from .rundir import (METRIC_FIELDS, RunLock, clear_metrics, default_out, format_row,  # noqa: F401
+                     load_model, model_name, plot_curves, read_metrics, run_name, write_config, write_metrics)
 
 __all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_data", "plan", "make_schedule",
            "pixel_mean_of", "NonFiniteLoss", "build_model", "config_from_dict", "load_model", "main"]
@@ -47,7 +48,15 @@ ESTIMATE_AFTER, ESTIMATE_ABOVE_S = 10, 1800
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, a test loss or the model's state became NaN or infinite."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped the run after a checkpoint; ``signum`` says which."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 # --------------------------------------------------------------------------- the data
@@ -192,6 +201,8 @@ class Trainer:
         self.totals = EpochTotals()
         self.best_err = math.inf
         self.stop_requested = False
+        self.stop_signal = None     # the signal that asked for the stop (SIGINT or SIGTERM)
+        self.rows = []              # every epoch's metrics row so far: the checkpoint carries them
         self.epoch_calls = 0        # train_epoch calls in this process (the time estimate is made in the first)
 
     # ---- checkpoints
@@ -200,12 +211,16 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "data": self.dataset.identity, "epoch": self.epoch, "iteration": self.iteration,
                 "batch_in_epoch": self.batch_in_epoch, "epoch_rng": self.epoch_rng["rng"],
                 "sums": [t.loss_sum, t.errors, t.images], "pixel_mean": self.mean,
-                "best_err": self.best_err if math.isfinite(self.best_err) else None}
+                "best_err": self.best_err if math.isfinite(self.best_err) else None, "rows": self.rows}
 
     def save(self, name):
         path = os.path.join(self.cfg.out, name)
         if self.dist.is_root:  # distributed: rank 0 alone writes
-            save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
+            try:
+                save_checkpoint(path, self.model, self.optimizer, self.schedule, self.meta())
+            except NonFiniteCheckpoint as e:
+                raise NonFiniteLoss(f"the model's state became non-finite by iteration {self.iteration} "
+                                    f"(epoch {self.epoch}): {e}") from None
         return path
 
     def restore(self, ckpt):
@@ -224,6 +239,10 @@ class Trainer:
         loss_sum, errors, images = meta["sums"]
         self.totals = EpochTotals(loss_sum, int(errors), int(images))
         self.best_err = meta["best_err"] if meta["best_err"] is not None else math.inf
+        # The rows of the epochs completed (a budget that ended mid-epoch recorded a row that the
+        # longer run replaces); checkpoints before rows were stored: the metrics file's.
+        rows = meta["rows"] if "rows" in meta else read_metrics(self.cfg.out, warn=self.log)
+        self.rows = [r for r in rows if r["epoch"] <= self.epoch]
 
     # ---- one epoch
     def train_epoch(self, bar_factory):
@@ -313,13 +332,18 @@ class Trainer:
         row["test_loss"], row["test_err"] = evaluate(self.model, self.x_test, self.y_test, self.mean,
                                                      cfg.device, cfg.eval_batch_size)
         row["epoch_time_s"], row["img_per_s"] = elapsed, seen / max(elapsed, 1e-9)
+        bad = [k for k in ("test_loss", "val_loss") if row[k] is not None and not math.isfinite(row[k])]
+        if bad:
+            raise NonFiniteLoss(f"the {bad[0].replace('_', ' ')} became {row[bad[0]]} after iteration {self.iteration} "
+                                f"(epoch {self.epoch + 1})")
         self._next_epoch(complete)
+        self.rows.append(row)
         selection = row["val_err"] if row["val_err"] is not None else row["test_err"]
-        self.save("last.npz")
+        self.save("last.npz")  # carries self.rows: the metrics files below are rebuilt from it
         if selection < self.best_err:
             self.best_err = selection
             self.save("best.npz")
-        append_metrics(cfg.out, row)
+        write_metrics(cfg.out, self.rows)
         return row
 
     def _next_epoch(self, complete):
@@ -332,17 +356,20 @@ class Trainer:
         """Train up to the budget; returns the list of per-epoch metric rows of this call."""
         rows = []
         bar_factory = _progress_bar if self.cfg.progress and self.dist.is_root else (lambda **kw: None)
-        previous = signal.getsignal(signal.SIGINT)
+        stop_signals = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and what timeout, SLURM and Kubernetes send
+        previous = {s: signal.getsignal(s) for s in stop_signals}
 
-        def on_sigint(signum, frame):
-            if self.stop_requested:  # a second Ctrl-C: stop right now
+        def on_signal(signum, frame):
+            if self.stop_requested:  # a second signal: stop right now
                 raise KeyboardInterrupt
-            self.stop_requested = True
-            self.log("\nCtrl-C: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
+            self.stop_requested, self.stop_signal = True, signum
+            name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+            self.log(f"\n{name}: finishing this iteration, then saving a checkpoint (Ctrl-C again to abort)")
 
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
-            signal.signal(signal.SIGINT, on_sigint)
+            for s in stop_signals:
+                signal.signal(s, on_signal)
         try:
             while self.iteration < self.total:
                 elapsed, seen = self.train_epoch(bar_factory)
@@ -352,7 +379,7 @@ class Trainer:
                     path = self.save("last.npz")
                     self.log(f"interrupted at iteration {self.iteration}; checkpoint saved to {path}; "
                              f"continue with: python -m minires.train --out {self.cfg.out} --resume")
-                    raise KeyboardInterrupt
+                    raise Interrupted(self.stop_signal or signal.SIGINT)  # distributed: another rank's signal
                 if self.batch_in_epoch >= len(self.loader) or self.iteration >= self.total:
                     row = self.finish_epoch(elapsed, seen)
                     if row is not None:  # distributed: None on the ranks other than 0
@@ -360,7 +387,8 @@ class Trainer:
                         self.log(format_row(row, self.total))
         finally:
             if in_main_thread:
-                signal.signal(signal.SIGINT, previous)
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
         return rows
 
 
@@ -385,13 +413,20 @@ def _train(cfg, resume, log, dist):
     if cfg.out is None:
         cfg.out = default_out(cfg)
     trainer = Trainer(cfg, log=log)  # finds the data first: a run that cannot start leaves no folder
+    if resume and not os.path.isfile(os.path.join(cfg.out, "last.npz")):
+        raise FileNotFoundError(f"--resume: no checkpoint {os.path.join(cfg.out, 'last.npz')} to resume from")
     os.makedirs(cfg.out, exist_ok=True)
+    with RunLock(cfg.out) if dist.is_root else contextlib.nullcontext():  # distributed: rank 0 alone writes
+        return _train_locked(cfg, resume, log, dist, trainer)
+
+
+def _train_locked(cfg, resume, log, dist, trainer):
     last = os.path.join(cfg.out, "last.npz")
     if resume:
         trainer.restore(load_checkpoint(last))
         dist.broadcast_parameters(trainer.model)  # distributed: rank 0's weights on every rank
         if dist.is_root:  # distributed
-            truncate_metrics(cfg.out, trainer.epoch)
+            write_metrics(cfg.out, trainer.rows)
         log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
     elif dist.is_root:  # distributed
         clear_metrics(cfg.out)
@@ -408,9 +443,11 @@ def _train(cfg, resume, log, dist):
     try:
         trainer.run()
     except NonFiniteLoss as e:
-        log(f"stopping: {e}. The last good checkpoint is kept at {last}; try a lower --lr.")
+        kept = (f"The last finite checkpoint, {last} (iteration {load_checkpoint(last)['meta']['iteration']}), is "
+                "kept: --resume continues from it" if os.path.isfile(last) else "No checkpoint was written")
+        log(f"stopping: {e}. {kept}; try a lower --lr.")
         raise
-    rows = read_metrics(cfg.out) if dist.is_root else []  # distributed: rank 0 holds the results
+    rows = trainer.rows if dist.is_root else []  # distributed: rank 0 holds the results
     if rows:
         _plot(rows, cfg, log)
     final = rows[-1] if rows else None

@@ -232,7 +232,8 @@ def test_a_failing_rank_stops_both_within_seconds(case, reason, tmp_path):
 
 
 @needs_mpi
-def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_stops_every_rank_at_the_same_step_and_saves(tmp_path, sig, code):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "minires.train", *TINY, "--distributed",
            "--iterations", "4000", "--out", str(tmp_path)]
@@ -242,11 +243,11 @@ def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
         while not (tmp_path / "metrics.jsonl").exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # wait for the end of epoch 1: both ranks are deep in the loop
         assert (tmp_path / "metrics.jsonl").exists(), "the 2-rank run wrote no epoch within 120 s"
-        proc.send_signal(signal.SIGINT)  # as Ctrl-C in a terminal: mpiexec forwards it to every rank
+        proc.send_signal(sig)  # as Ctrl-C in a terminal, or SLURM's SIGTERM: mpiexec forwards it to every rank
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, f"--- stdout ---\n{out}\n--- stderr ---\n{err}"
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
     assert f"interrupted at iteration {meta['iteration']}; checkpoint saved" in out
     assert meta["iteration"] > 8 and "MPI Abort" not in err
