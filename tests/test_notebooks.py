@@ -140,8 +140,9 @@ def test_notebook_runs_on_genuine_data(name):
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_names_no_folder_beside_the_repository(name):
-    """Notebooks find data through minires.data alone: no path outside the repository, by any spelling."""
-    raw = (NOTEBOOK_DIR / name).read_text(encoding="utf-8")
+    """Notebooks find data through minires.data alone: no path outside the repository, by any spelling,
+    in their code and text (their outputs: tests/test_readme_commands.py checks every product file)."""
+    raw = "\n".join(cell.source for cell in read(name).cells)
     for pattern in (r"shared/data", r'"shared",\s*\\?"data"', r"cifar-10-sample", r"MINIRES_CIFAR_SAMPLE",
                     r"\.\./\.\./"):
         assert not re.search(pattern, raw), f"{name} contains {pattern!r}"
