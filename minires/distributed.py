@@ -29,10 +29,13 @@ This module is the whole of the distributed machinery; the training loop only ca
 Without ``cfg.distributed`` nothing here touches MPI, and ``import minires`` never imports
 mpi4py: only ``setup`` does, for a distributed run.
 """
+import array
 import contextlib
 import ctypes
 import os
+import stat
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -228,7 +231,45 @@ class MPIProcessGroup(ProcessGroup):
 
     def abort(self, message, code=1):
         print(message, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # mpiexec exits the moment the abort reaches it, and its per-machine proxy, which relays
+        # both this rank's output and its abort, handles the abort first when it finds the two
+        # waiting together (as on a loaded machine): the reason would be lost. So the abort
+        # leaves only once the proxy has read all that this rank wrote.
+        _wait_until_read((sys.stdout, sys.stderr))
         self.comm.Abort(code)
+        os._exit(code)  # MPICH's Abort returns, and this rank would run on until killed
+
+
+def _wait_until_read(streams, timeout=5.0):
+    """Return once the launcher has read everything written to ``streams`` (pipes), or after ``timeout`` s.
+
+    Bounded: a launcher that stopped reading must not keep a failing rank from aborting.
+    """
+    fds = []
+    for stream in streams:
+        try:
+            fds.append(stream.fileno())
+        except (AttributeError, OSError, ValueError):  # replaced or closed (a notebook, a test's capture)
+            continue
+    deadline = time.monotonic() + timeout
+    while any(_unread_bytes(fd) for fd in fds) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _unread_bytes(fd):
+    """How many bytes written to ``fd`` its reader has not read yet: a pipe's FIONREAD; 0 for
+    anything else (a file or a terminal takes what is written at once)."""
+    try:
+        import fcntl
+        import termios
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return 0
+        count = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, count)
+        return count[0]
+    except (ImportError, OSError):  # no FIONREAD here (Windows): nothing to wait for
+        return 0
 
 
 class ShardedLoader:

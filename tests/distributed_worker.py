@@ -5,9 +5,14 @@ Cases (a third argument, 'gpu', runs the step cases on CuPy):
                           averaged gradients and updated parameters go to OUT/rank<r>.npz
   raise, nan              a training run in which rank 1 raises (or its loss becomes NaN) at
                           iteration 3; the job must end, non-zero, within seconds
+  raise-stalled-launcher  as raise, on a machine too busy to run the launcher in time (see
+                          stall_the_launcher): OUT/unread_at_abort.txt holds how many bytes of
+                          rank 1's output its launcher had not read when rank 1 sent MPI Abort
 """
 import os
+import signal
 import sys
+import threading
 
 import numpy as np
 
@@ -58,6 +63,76 @@ def step(case, out, device="cpu"):
     np.savez(os.path.join(out, f"rank{group.rank}.npz"), loss_sum=loss_sum, **grads, **params, **buffers)
 
 
+def _unread(fd):
+    """Bytes written to the pipe ``fd`` that its reader has not read yet (Linux: FIONREAD); the
+    test's own measure, not minires.distributed._unread_bytes, which is under test."""
+    import array
+    import fcntl
+    import termios
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+class _RecordingComm:
+    """``comm`` (every call passed on), whose ``Abort`` first records in OUT/unread_at_abort.txt how
+    many bytes of this rank's stderr the launcher has not read yet, then lets the launcher run."""
+
+    def __init__(self, comm, out, resume):
+        self._comm, self._out, self._resume = comm, out, resume
+
+    def __getattr__(self, name):
+        return getattr(self._comm, name)
+
+    def Abort(self, code):
+        with open(os.path.join(self._out, "unread_at_abort.txt"), "w") as f:
+            f.write(str(_unread(sys.stderr.fileno())))
+        try:
+            self._comm.Abort(code)
+        finally:
+            self._resume()  # MPICH's Abort returns until mpiexec's SIGKILL arrives
+
+
+def stall_the_launcher(group, out):
+    """From now on, until this rank waits for it, the launcher gets no CPU: made certain here.
+
+    Under MPICH's mpiexec the rank's parent, hydra_pmi_proxy, reads the rank's stderr and relays
+    both that output and the rank's MPI Abort to mpiexec, which exits as soon as the abort
+    arrives. On a loaded machine the proxy may not run between the rank's last words and its
+    abort; it then finds both waiting and handles the abort first. SIGSTOP reproduces exactly
+    that: the proxy runs again when the rank first asks whether its output has been read
+    (``distributed._unread_bytes``), or right after the rank sent MPI Abort. Returns False
+    (nothing done) when the parent is not hydra's proxy.
+    """
+    proxy = os.getppid()
+    try:
+        with open(f"/proc/{proxy}/comm") as f:
+            if not f.read().startswith("hydra_pmi_prox"):
+                return False
+    except OSError:
+        return False
+    resumed = threading.Event()
+
+    def resume():
+        if not resumed.is_set():
+            resumed.set()
+            os.kill(proxy, signal.SIGCONT)
+
+    os.kill(proxy, signal.SIGSTOP)
+    # a safety net, not the mechanism: a stopped proxy must never outlive a broken test
+    safety_net = threading.Timer(20, resume)
+    safety_net.daemon = True
+    safety_net.start()
+    group.comm = _RecordingComm(group.comm, out, resume)
+    unread_bytes = getattr(distributed, "_unread_bytes", None)
+    if unread_bytes is not None:
+        def resume_then_look(fd):
+            resume()
+            return unread_bytes(fd)
+        distributed._unread_bytes = resume_then_look
+    return True
+
+
 def failing_run(case, out):
     cfg = T.TrainConfig(depth=8, width=4, batch_size=32, train_limit=256, dataset="synthetic", iterations=400,
                         out=out, progress=False, distributed=True)
@@ -73,7 +148,9 @@ def failing_run(case, out):
         def sabotaged_step():
             step()
             if self.iteration + 1 == 3:
-                if case == "raise":
+                if case == "raise-stalled-launcher" and not stall_the_launcher(group, out):
+                    open(os.path.join(out, "no_hydra_proxy"), "w").close()
+                if case.startswith("raise"):
                     raise RuntimeError("rank 1 breaks on purpose")
                 self.model.fc.weight.data[...] = np.nan  # the next loss is NaN on rank 1 only
         self.optimizer.step = sabotaged_step

@@ -26,6 +26,9 @@ WRONG_TANH = [  # (forward, backward, what the report must say)
     ("xp.tanh(x)", "gy * (1 + y ** 2)", "dx = gy * (1 - y**2)"),  # no usual mistake: the generic hint
     ("1 / (1 + xp.exp(-x))", "gy * y * (1 - y)", "forward: Tanh()(x)"),
     ("xp.tanh(x)", "gy * (1 - y_out ** 2)", "your code raised NameError"),
+    ("xp.tanh(x)", "1 - x ** 2", "you used the input x"),                  # from x, and no gy
+    ("xp.tanh(x)", "gy * (1 - gy ** 2)", "upstream gradient gy in place of the output y"),
+    ("xp.tanh(x)", "1 - gy ** 2", "upstream gradient gy in place of the output y"),
 ]
 
 
@@ -34,6 +37,17 @@ def test_wrong_tanh_fails_with_its_hint(forward, backward, says):
     result = grade(TANH.format(forward=forward, backward=backward), "Tanh", check_tanh)
     assert result.status == "failed", str(result)
     assert says in result.message, str(result)
+
+
+@pytest.mark.parametrize("cut, says", [
+    ("        return self.y\n", "Tanh.forward returned None; it must return y = tanh(x)"),
+    ("        return ({backward},)\n", "Tanh.backward returned None; it must return a tuple with one gradient"),
+])
+def test_tanh_returning_nothing_is_told_which_method(cut, says):
+    source = TANH.replace(cut, "").format(forward="xp.tanh(x)", backward="gy * (1 - y ** 2)")
+    result = grade(source, "Tanh", check_tanh)
+    assert result.status == "failed", str(result)
+    assert says in result.message and "without a return statement" in result.message, str(result)
 
 
 def test_right_tanh_written_differently_passes():
@@ -119,3 +133,10 @@ def test_breadth_first_order_is_caught_at_the_fan_out():
 def test_recursive_order_with_constants_passes():
     result = grade(RECURSIVE_RIGHT, "topological_order", check_topological_order)
     assert result.passed, str(result)
+
+
+def test_topological_order_returning_nothing_is_told_so():
+    source = RECURSIVE_RIGHT.replace("    return order\n", "")
+    result = grade(source, "topological_order", check_topological_order)
+    assert result.status == "failed", str(result)
+    assert "topological_order returned None; it must return a list of tensors" in result.message, str(result)

@@ -10,7 +10,7 @@ from minires.exercises.batch_norm import check_batch_norm_backward, check_runnin
 STAGED = '''
 def batch_norm_backward(dy, x, gamma, eps=1e-5):
     axes = (0, 2, 3)
-    m = x.size // x.shape[1]
+    m = {m}
     g = gamma.reshape(1, -1, 1, 1)
     mu = x.mean(axis=axes, keepdims=True)
     xc = x - mu
@@ -21,13 +21,14 @@ def batch_norm_backward(dy, x, gamma, eps=1e-5):
     dgamma = {dgamma}
     dx_hat = {dx_hat}
     d_inv_std = (dx_hat * xc).sum(axis=axes, keepdims=True)
-    dvar = d_inv_std * -0.5 * (var + eps) ** -1.5
+    dvar = {dvar}
     dxc = {dxc}
     dmu = -dxc.sum(axis=axes, keepdims=True)
     dx = {dx}
     return dx, dgamma, dbeta
 '''
-RIGHT = dict(dbeta="dy.sum(axis=axes)", dgamma="(dy * x_hat).sum(axis=axes)", dx_hat="dy * g",
+RIGHT = dict(m="x.size // x.shape[1]", dbeta="dy.sum(axis=axes)", dgamma="(dy * x_hat).sum(axis=axes)",
+             dx_hat="dy * g", dvar="d_inv_std * -0.5 * (var + eps) ** -1.5",
              dxc="dx_hat * inv_std + dvar * 2 * xc / m", dx="dxc + dmu / m")
 
 WRONG_BACKWARD = [  # (changed lines, what the report must say)
@@ -38,6 +39,12 @@ WRONG_BACKWARD = [  # (changed lines, what the report must say)
     (dict(dgamma="(dy * xc).sum(axis=axes)"), "not x - mu"),                   # dgamma with x - mu, not x_hat
     (dict(dbeta="dy.sum()"), "has shape ()"),                                  # summed over the channels too
     (dict(dx="dxc + dmu"), "walk the staged graph backwards"),                 # dmu without 1/m: generic hint
+    (dict(dvar="d_inv_std * -0.5 * (var + eps) ** -0.5"), "exponent in dvar"),  # inv_std's power, not one lower
+    (dict(dvar="d_inv_std * -0.5 * inv_std"), "exponent in dvar"),
+    (dict(dvar="d_inv_std * -0.5 * (var + eps) ** 1.5"), "exponent in dvar"),   # the sign of the power lost
+    (dict(dxc="dx_hat * inv_std + dvar * xc / m"), "factor 2 is lost"),
+    (dict(m="x.shape[0]"), "not the batch size N = 4"),                          # N for m, in both 1/m
+    (dict(dx="dxc + dmu / x.shape[0]"), "not the batch size N = 4"),
 ]
 
 
@@ -69,6 +76,15 @@ def test_backward_returning_two_values_fails():
     source = STAGED.format(**RIGHT).replace("return dx, dgamma, dbeta", "return dx, dgamma")
     result = grade(source, "batch_norm_backward", check_batch_norm_backward)
     assert result.status == "failed" and "tuple (dx, dgamma, dbeta)" in result.message, str(result)
+    assert "batch_norm_backward returned a tuple of 2 items" in result.message, str(result)
+
+
+def test_backward_returning_nothing_is_told_so():
+    source = STAGED.format(**RIGHT).replace("    return dx, dgamma, dbeta\n", "")
+    result = grade(source, "batch_norm_backward", check_batch_norm_backward)
+    assert result.status == "failed", str(result)
+    assert "batch_norm_backward returned None; it must return a tuple (dx, dgamma, dbeta)" in result.message
+    assert "without a return statement" in result.message, str(result)
 
 
 RUNNING = '''
@@ -84,6 +100,7 @@ def update_running_stats(running_mean, running_var, x, momentum):
     ("x.mean(axis=axes)", "x.var(axis=axes)", "biased variance"),              # divides by m
     ("x.mean(axis=axes)", "x.var(axis=axes) * m / (m + 1)", "var * m / (m - 1)"),
     ("x.mean()", "x.var(axis=axes, ddof=1)", "running_mean"),                  # mean over all channels
+    ("x.mean(axis=axes)", "x.var(axis=axes) * x.shape[0] / (x.shape[0] - 1)", "batch size N = 2 as m"),
 ])
 def test_wrong_running_stats_fail_with_their_hint(mean, var, says):
     result = grade(RUNNING.format(mean=mean, var=var), "update_running_stats", check_running_stats)
@@ -91,14 +108,33 @@ def test_wrong_running_stats_fail_with_their_hint(mean, var, says):
     assert says in result.message, str(result)
 
 
-def test_in_place_running_stats_pass():
-    """Updating the arguments in place (as F.batch_norm does) and returning them is right too."""
-    source = '''
+# The update as F.batch_norm makes it: in place, without a return statement.
+IN_PLACE = '''
 def update_running_stats(running_mean, running_var, x, momentum):
     running_mean *= 1 - momentum
     running_mean += momentum * x.mean(axis=(0, 2, 3))
     running_var *= 1 - momentum
     running_var += momentum * x.var(axis=(0, 2, 3), ddof=1)
-    return running_mean, running_var
 '''
+
+
+def test_in_place_running_stats_pass():
+    """Updating the arguments in place (as F.batch_norm does) and returning them is right too."""
+    source = IN_PLACE + "    return running_mean, running_var\n"
     assert grade(source, "update_running_stats", check_running_stats).passed
+
+
+def test_in_place_running_stats_returning_nothing_are_told_to_return_them():
+    """As F.batch_norm does: right values, written in place, and no return statement."""
+    result = grade(IN_PLACE, "update_running_stats", check_running_stats)
+    assert result.status == "failed", str(result)
+    assert "update_running_stats returned None; it must return a tuple (new_running_mean, new_running_var)" \
+        in result.message, str(result)
+    assert "in place" in result.message and "return running_mean, running_var" in result.message, str(result)
+    assert "your code raised" not in result.message, str(result)  # no line of the check
+
+
+def test_running_stats_returning_one_array_are_told_what_they_returned():
+    result = grade(IN_PLACE + "    return running_var\n", "update_running_stats", check_running_stats)
+    assert result.status == "failed", str(result)
+    assert "update_running_stats returned an array of shape (3,); it must return a tuple" in result.message

@@ -40,6 +40,12 @@ def sgd_step(w, grad, v, lr, momentum, weight_decay):
     v = momentum * v + g
     return w - lr * v
 """, "must return a tuple"),
+    "updates in place, returns nothing": ("""
+def sgd_step(w, grad, v, lr, momentum, weight_decay):
+    v *= momentum
+    v += grad + weight_decay * w
+    w -= lr * v
+""", "sgd_step returned None; it must return a tuple (w_new, v_new)"),
 }
 
 

@@ -95,6 +95,25 @@ def test_shortcut_check_fails_on_planted_mistakes_and_names_them(mistake):
     assert expected_hint in result.message, result.message
 
 
+def test_a_block_forward_returning_nothing_is_told_so():
+    source = """
+def basic_block_forward(block, x):
+    y = block.relu(block.bn2(block.conv2(block.relu(block.bn1(block.conv1(x))))) + block.shortcut(x))
+"""
+    message = check_basic_block_forward(define(source, "basic_block_forward")).message
+    assert "basic_block_forward returned None; it must return a minires Tensor" in message, message
+    assert "without a return statement" in message, message
+
+
+def test_a_shortcut_returning_an_array_is_told_so():
+    source = """
+def option_a_shortcut(x, out_channels, stride):
+    return F.pad(x[:, :, ::stride, ::stride], (0, 0, 0, 0, 0, out_channels - x.shape[1])).numpy()
+"""
+    message = check_option_a_shortcut(define(source, "option_a_shortcut")).message
+    assert "option_a_shortcut returned an array of shape (2, 6, 3, 3); it must return a minires Tensor" in message
+
+
 def test_a_failing_check_says_where_it_is_wrong():
     source, _ = BLOCK_MISTAKES["relu before the addition"]
     message = check_basic_block_forward(define(source, "basic_block_forward")).message

@@ -13,6 +13,6 @@ in place of the skeletons and ``MINIRES_EXERCISES=solutions`` in the environment
 a failing or unfinished check raise; ``tests/test_exercises_*.py`` prove that every check fails
 on its skeleton and on a planted wrong solution.
 """
-from .check import CheckResult, ExerciseFailed, NotDone, check, compare, todo
+from .check import CheckResult, ExerciseFailed, NotDone, check, compare, returned, todo, unpack
 
-__all__ = ["CheckResult", "ExerciseFailed", "NotDone", "check", "compare", "todo"]
+__all__ = ["CheckResult", "ExerciseFailed", "NotDone", "check", "compare", "returned", "todo", "unpack"]

@@ -11,28 +11,44 @@ import numpy as np
 
 from ..engine import Tensor, _topological_order
 from ..gradcheck import GradcheckError, gradcheck
-from .check import ExerciseFailed, check, compare
-
-
-def _matches(got, candidate):
-    got = np.asarray(getattr(got, "data", got))
-    return got.shape == candidate.shape and np.allclose(got, candidate, rtol=1e-6, atol=1e-9)
+from .check import ExerciseFailed, check, compare, matches, name_of, returned
 
 
 def _tanh_hint(got, dy, x, y):
     """The hint for the backward the learner wrote, recognised among the usual mistakes."""
+    from_x = "you used the input x; the derivative is in terms of the output: 1 - y**2 with y = tanh(x)"
+    from_gy = ("you wrote the derivative with the upstream gradient gy in place of the output y: the local "
+               "derivative is 1 - y**2, with y = tanh(x) saved on self in forward; then dx = gy * (1 - y**2)")
     usual = [
         (dy * (1 - y), "you used 1 - y; the derivative of tanh is 1 - tanh(x)**2 = 1 - y**2"),
-        (dy * (1 - x ** 2),
-         "you used the input x; the derivative is in terms of the output: 1 - y**2 with y = tanh(x)"),
+        (dy * (1 - x ** 2), from_x),
+        (1 - x ** 2, from_x + ", and multiply by the upstream gradient: dx = gy * (1 - y**2)"),
         (1 - y ** 2, "multiply by the upstream gradient gy (the chain rule): dx = gy * (1 - y**2)"),
+        (dy * (1 - dy ** 2), from_gy),
+        (1 - dy ** 2, from_gy),
         (dy * y * (1 - y), "that is the sigmoid's derivative, y * (1 - y); tanh's is 1 - y**2"),
         (dy, "backward returned gy unchanged; it must multiply by the local derivative 1 - y**2"),
     ]
     for candidate, hint in usual:
-        if got is not None and _matches(got, candidate):
+        if matches(got, candidate):
             return hint
     return "dx = gy * (1 - y**2), with y = tanh(x) saved on self in forward"
+
+
+def _watched(op_class):
+    """A subclass of the learner's op that keeps what its forward and backward returned, as
+    written (the engine wraps forward's result in a Tensor and a bare dx in a tuple)."""
+    seen = {}
+
+    def forward(self, *arrays):
+        seen["forward"] = op_class.forward(self, *arrays)
+        return seen["forward"]
+
+    def backward(self, grad_output):
+        seen["backward"] = op_class.backward(self, grad_output)
+        return seen["backward"]
+
+    return type(op_class.__name__, (op_class,), {"forward": forward, "backward": backward}), seen
 
 
 def check_tanh(Tanh):
@@ -48,11 +64,18 @@ def check_tanh(Tanh):
         x = rng.uniform(-2.5, 2.5, (4, 5))
         y_ref = np.tanh(x)
         xt = Tensor(x.copy(), requires_grad=True)
-        y = Tanh()(xt)
+        op, seen = _watched(Tanh)
+        y = op()(xt)
+        if not isinstance(seen["forward"], np.ndarray):
+            raise returned(f"{name_of(Tanh)}.forward", seen["forward"], f"y = tanh(x), an array of shape {x.shape}")
         compare("forward: Tanh()(x)", y, y_ref,
                 hint="y = xp.tanh(x), with xp = get_array_module(x) (or write it with xp.exp)")
         dy = rng.standard_normal(x.shape)
         y.backward(dy)
+        grads = seen["backward"] if isinstance(seen["backward"], (tuple, list)) else (seen["backward"],)
+        if len(grads) != 1 or not isinstance(grads[0], np.ndarray):  # a bare dx will do: the engine takes it
+            raise returned(f"{name_of(Tanh)}.backward", seen["backward"],
+                           f"a tuple with one gradient, (dx,), dx an array of shape {x.shape}")
         compare("backward: the gradient dx for a random upstream gradient dy", xt.grad, dy * (1 - y_ref ** 2),
                 hint=_tanh_hint(xt.grad, dy, x, y_ref))
         try:
@@ -99,10 +122,9 @@ _ORDER_HINT = ("a tensor must come after *all* of its inputs; a breadth-first wa
                "shortcut). Use a depth-first post-order: append a tensor only after all of its inputs")
 
 
-def _check_order(name, root, order):
+def _check_order(name, root, order, function="topological_order"):
     if not isinstance(order, (list, tuple)):
-        raise ExerciseFailed(f"on {name}: topological_order returned a {type(order).__name__}, "
-                             "expected a list of tensors")
+        raise returned(function, order, "a list of tensors", where=f"on {name}")
     order = [t for t in order if isinstance(t, Tensor) and t.requires_grad]  # constants may be listed or not
     expected = _topological_order(root)
     position = {}
@@ -141,7 +163,7 @@ def check_topological_order(topological_order):
     """
     def run():
         for name, root in _example_graphs():
-            _check_order(name, root, topological_order(root))
+            _check_order(name, root, topological_order(root), name_of(topological_order))
         return "a valid order on all three graphs: backward() could walk it in reverse"
 
     return check("topological_order", run)

@@ -8,6 +8,11 @@ can verify; ``check`` turns what happens into a ``CheckResult``:
   the message naming what is wrong (and the worst element) and a hint;
 * otherwise ``"passed"``.
 
+Before using what a learner's function returned, a check passes it through ``unpack`` (a
+tuple of results) or ``returned`` (anything else), so that ``None`` (a missing ``return``)
+or a wrong type fails with a message naming the function and what it returned, never with a
+traceback from inside the check.
+
 The result prints itself in a notebook. With ``MINIRES_EXERCISES=solutions`` in the
 environment (how CI executes the notebooks with the reference solutions filled in), anything
 but ``"passed"`` raises ``ExerciseFailed``, so a broken solution or check fails CI.
@@ -57,9 +62,67 @@ class CheckResult:
         printer.text(str(self))
 
 
-def _as_array(value):
+def describe(value):
+    """A few words on what ``value`` is, for a message: "None", "a list of 2 items", "an array of
+    shape (3,)", "the str 'abc'"."""
+    if value is None:
+        return "None"
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+        return f"the number {value}"
+    if isinstance(value, (tuple, list, dict)):
+        n = len(value)
+        return f"a {type(value).__name__} of {n} item{'s' if n != 1 else ''}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        kind = "an array" if type(value).__name__ == "ndarray" else f"a {type(value).__name__}"
+        return f"{kind} of shape {tuple(value.shape)}"
+    text = repr(value)
+    return f"the {type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def name_of(function):
+    """The learner's function (or class) as their code names it, for a message."""
+    return getattr(function, "__name__", "your function")
+
+
+_NO_RETURN = "a function that ends without a return statement returns None"
+
+
+def returned(function, value, expected, hint="", where=""):
+    """The ``ExerciseFailed`` to raise when the learner's ``function`` (its name) returned ``value``
+    where it must return ``expected`` (words); ``where`` names the case. A missing return
+    (``None``) gets its own hint."""
+    hint = hint or (f"{_NO_RETURN}: end {function} with return ..." if value is None else "")
+    tail = f"\n  hint: {hint}" if hint else ""
+    case = f"{where}: " if where else ""
+    return ExerciseFailed(f"{case}{function} returned {describe(value)}; it must return {expected}{tail}")
+
+
+def unpack(function, value, names, hint=""):
+    """``value``, what the learner's ``function`` returned, as a tuple of ``len(names)`` results
+    (a list will do); otherwise raise ``returned(...)`` naming the tuple expected."""
+    if isinstance(value, (tuple, list)) and len(value) == len(names):
+        return tuple(value)
+    raise returned(function, value, f"a tuple ({', '.join(names)})", hint)
+
+
+def as_numbers(value):
+    """``value`` (an array, a Tensor, a number, a list of numbers) as a NumPy array of numbers;
+    None for anything else (None, a string, a dict, a list of arrays of different shapes)."""
     data = getattr(value, "data", value)  # a Tensor or an array
-    return np.asarray(to_numpy(data)) if data is not None else None
+    if data is None or isinstance(data, (str, bytes, dict)):
+        return None
+    try:
+        array = np.asarray(to_numpy(data))
+    except (TypeError, ValueError):
+        return None
+    return array if array.dtype.kind in "biufc" else None
+
+
+def matches(got, candidate, rtol=1e-6, atol=1e-9):
+    """Whether ``got`` (anything the learner's code gave) is numbers of ``candidate``'s shape and
+    values: how a check recognises a usual mistake, by rebuilding what it produces."""
+    got = as_numbers(got)
+    return got is not None and got.shape == candidate.shape and np.allclose(got, candidate, rtol=rtol, atol=atol)
 
 
 def compare(what, got, expected, *, rtol=1e-5, atol=1e-7, hint=""):
@@ -67,10 +130,10 @@ def compare(what, got, expected, *, rtol=1e-5, atol=1e-7, hint=""):
 
     The message names ``what`` was compared, the shapes when they differ, else the worst
     element's index with both values, and ends with ``hint`` (the usual mistake)."""
-    g, e = _as_array(got), _as_array(expected)
+    g, e = as_numbers(got), as_numbers(expected)
     tail = f"\n  hint: {hint}" if hint else ""
-    if g is None:
-        raise ExerciseFailed(f"{what} is None; expected an array of shape {e.shape}{tail}")
+    if g is None or (isinstance(got, (tuple, list)) and g.shape != e.shape):
+        raise ExerciseFailed(f"{what} is {describe(got)}; expected an array of shape {e.shape}{tail}")
     if g.shape != e.shape:
         raise ExerciseFailed(f"{what} has shape {g.shape}, expected {e.shape}{tail}")
     if not np.all(np.isfinite(g)):

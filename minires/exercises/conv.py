@@ -15,24 +15,38 @@ which reshapes to the library's column matrix.
 import numpy as np
 
 from ..ops.conv import conv_output_size, im2col, pad_channel_major
-from .check import ExerciseFailed, check, compare
+from .check import ExerciseFailed, check, compare, name_of, returned
 
-# (N, C, H, W, kh, kw, stride, padding): the first ones are square, where transposed kernel
-# offsets or output pixels can be recognised; then strides, a 1x1 kernel, non-square kernels.
-CONFIGS = [(1, 1, 4, 4, 3, 3, 1, 1), (2, 3, 5, 5, 3, 3, 1, 1), (2, 2, 7, 7, 3, 3, 2, 1), (1, 3, 5, 5, 1, 1, 2, 0),
-           (2, 2, 6, 8, 2, 3, 1, 0), (1, 2, 7, 6, 3, 2, 2, 1)]
+# (N, C, H, W, kh, kw, (sh, sw), (ph, pw)): the first ones are square, where transposed kernel
+# offsets or output pixels can be recognised; then strides, a 1x1 kernel, non-square kernels;
+# the last two have unequal strides, kernel sides and input sides, so that sh and sw swapped
+# fail: in the first, the swapped windows stay inside padded (the hint can name the mistake),
+# in the second they run past its right edge.
+CONFIGS = [(1, 1, 4, 4, 3, 3, (1, 1), (1, 1)), (2, 3, 5, 5, 3, 3, (1, 1), (1, 1)),
+           (2, 2, 7, 7, 3, 3, (2, 2), (1, 1)), (1, 3, 5, 5, 1, 1, (2, 2), (0, 0)),
+           (2, 2, 6, 8, 2, 3, (1, 1), (0, 0)), (1, 2, 7, 6, 3, 2, (2, 2), (1, 1)),
+           (1, 2, 3, 11, 2, 3, (2, 3), (0, 0)), (2, 2, 9, 7, 3, 2, (2, 1), (1, 0))]
 
 
 def _cases():
     """(description, padded, geometry, expected columns) for each config, float64 values all distinct."""
     rng = np.random.default_rng(0)
-    for n, c, h, w, kh, kw, s, p in CONFIGS:
+    for n, c, h, w, kh, kw, (sh, sw), (ph, pw) in CONFIGS:
         x = rng.permutation(n * c * h * w).reshape(n, c, h, w).astype(np.float64) + 1  # 0 is the padding
-        oh, ow = conv_output_size(h, kh, s, p), conv_output_size(w, kw, s, p)
-        padded = pad_channel_major(x, p, p)
-        geometry = (kh, kw, s, s, oh, ow)
-        what = f"padded {padded.shape}, kh={kh}, kw={kw}, stride {s} (oh={oh}, ow={ow})"
+        oh, ow = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
+        padded = pad_channel_major(x, ph, pw)
+        geometry = (kh, kw, sh, sw, oh, ow)
+        stride = f"stride {sh}" if sh == sw else f"strides sh={sh}, sw={sw}"
+        what = f"padded {padded.shape}, kh={kh}, kw={kw}, {stride} (oh={oh}, ow={ow})"
         yield what, padded, geometry, im2col(padded, *geometry)
+
+
+def _windows(padded, kh, kw, sh, sw, oh, ow):
+    """The (C, kh, kw, N, OH, OW) windows of this geometry, or None where they would reach past
+    padded's edges (what a wrong geometry can do; im2col itself does not check)."""
+    if (oh - 1) * sh + kh > padded.shape[2] or (ow - 1) * sw + kw > padded.shape[3]:
+        return None
+    return im2col(padded, kh, kw, sh, sw, oh, ow).reshape(padded.shape[0], kh, kw, padded.shape[1], oh, ow)
 
 
 def _im2col_hint(got, padded, geometry, expected):
@@ -56,11 +70,15 @@ def _im2col_hint(got, padded, geometry, expected):
                   "the rows are ordered (i, j, c); the library's order is (c, i, j), channel first"))
     usual.append((e6.transpose(0, 1, 2, 4, 5, 3),
                   "the columns are ordered (y, x, n); the library's order is (n, y, x), image first"))
-    if sh > 1:
-        unstrided = im2col(padded, kh, kw, 1, 1, oh, ow).reshape(c, kh, kw, n, oh, ow)
-        usual.append((unstrided, "the stride is missing: window (y, x) starts at row y*sh, column x*sw"))
+    if sh > 1 or sw > 1:
+        usual.append((_windows(padded, kh, kw, 1, 1, oh, ow),
+                      "the stride is missing: window (y, x) starts at row y*sh, column x*sw"))
+    if sh != sw:
+        usual.append((_windows(padded, kh, kw, sw, sh, oh, ow),
+                      "the strides are swapped: sh steps down the rows (along H, with y and i), sw along the "
+                      "columns (along W, with x and j): padded[c, n, y*sh + i, x*sw + j]"))
     for wrong, hint in usual:
-        if got.size == wrong.size and np.array_equal(got.reshape(wrong.shape), wrong):
+        if wrong is not None and got.size == wrong.size and np.array_equal(got.reshape(wrong.shape), wrong):
             return hint
     return ("row (c, i, j), column (n, y, x) holds padded[c, n, y*sh + i, x*sw + j]; "
             "rows ordered c, then i, then j; columns n, then y, then x")
@@ -69,13 +87,15 @@ def _im2col_hint(got, padded, geometry, expected):
 def check_im2col_loops(im2col_loops):
     """Check the learner's ``im2col_loops(padded, kh, kw, sh, sw, oh, ow)`` against ``im2col``.
 
-    Six geometries (3x3 with padding, stride 2, 1x1, non-square kernels, several images and
-    channels), exact equality expected (im2col only copies). A failure names the geometry,
-    the worst element (its row and column) and the usual mistake when recognised.
+    Eight geometries (3x3 with padding, stride 2, 1x1, non-square kernels, several images and
+    channels, unequal strides), exact equality expected (im2col only copies). A failure names
+    the geometry, the worst element (its row and column) and the usual mistake when recognised.
     """
     def run():
         for what, padded, geometry, expected in _cases():
             got = im2col_loops(padded.copy(), *geometry)
+            if not isinstance(got, np.ndarray):
+                raise returned(name_of(im2col_loops), got, f"the column matrix, an array of shape {expected.shape}")
             compare(f"im2col_loops({what})", got, expected, rtol=0, atol=0,
                     hint=_im2col_hint(got, padded, geometry, expected))
         return f"equals the library's im2col on all {len(CONFIGS)} geometries"
@@ -100,7 +120,7 @@ def check_window_view(window_view):
     It must return a (C, kh, kw, N, OH, OW) array that stays inside ``padded``'s memory (checked
     from its strides before any value is read: a wrong ``as_strided`` may point anywhere), shares
     that memory (a strided view, no copy), and reshapes to the library's ``im2col`` (C*kh*kw,
-    N*OH*OW), on the same six geometries as ``check_im2col_loops``.
+    N*OH*OW), on the same eight geometries as ``check_im2col_loops``.
     """
     def run():
         for what, padded, geometry, expected in _cases():
@@ -109,7 +129,9 @@ def check_window_view(window_view):
             padded = np.ascontiguousarray(padded)  # C-contiguous, as the notebook describes its strides
             view = window_view(padded, *geometry)
             shape6 = (c, kh, kw, n, oh, ow)
-            if isinstance(view, np.ndarray) and np.may_share_memory(view, padded):
+            if not isinstance(view, np.ndarray):
+                raise returned(name_of(window_view), view, f"a view of padded, an array of shape {shape6}")
+            if np.may_share_memory(view, padded):
                 # a view: check its reach before reading any value (outside the buffer: garbage, or a crash)
                 (lo, hi), (plo, phi) = _memory_span(view), _memory_span(padded)
                 if lo < plo or hi > phi:

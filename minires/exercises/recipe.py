@@ -16,7 +16,7 @@ import numpy as np
 
 from ..engine import Tensor
 from ..optim import SGD
-from .check import ExerciseFailed, check, compare
+from .check import check, compare, name_of, unpack
 
 # Exaggerated weight decay, so that a misplaced decay term changes the result far beyond
 # float32 rounding (with the paper's 1e-4 it would hide at the fifth digit).
@@ -92,10 +92,7 @@ def check_sgd_step(sgd_step):
         for step, lr in enumerate(_LRS, start=1):
             w, grad = p.data.copy(), rng.standard_normal(p.data.shape).astype(np.float32)
             out = sgd_step(w.copy(), grad.copy(), v.copy(), lr, _MOMENTUM, _WEIGHT_DECAY)
-            if not isinstance(out, tuple) or len(out) != 2:
-                raise ExerciseFailed(f"sgd_step must return a tuple (w_new, v_new), got {type(out).__name__}"
-                                     + (f" of length {len(out)}" if isinstance(out, tuple) else ""))
-            got_w, got_v = out
+            got_w, got_v = unpack(name_of(sgd_step), out, ("w_new", "v_new"))
             for group in opt.param_groups:
                 group["lr"] = lr  # what a schedule's step() does
             p.grad = grad

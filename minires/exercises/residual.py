@@ -18,7 +18,7 @@ from .. import functional as F
 from .. import nn
 from ..engine import Tensor
 from ..models.blocks import BasicBlock, ZeroPadShortcut
-from .check import ExerciseFailed, NotDone, check, compare
+from .check import ExerciseFailed, NotDone, check, compare, name_of, returned
 
 _RTOL, _ATOL = 1e-9, 1e-12  # float64 throughout: the learner's ops are the library's, so only rounding differs
 
@@ -83,15 +83,19 @@ def _require_graph(what, y, inputs):
                              f"\n  hint: {_GRAPH_HINT}")
 
 
-def _call(what, fn, *args, hint=""):
-    """``fn(*args)``; an exception becomes a failure that names the case (and a hint when one fits)."""
+def _call(what, fn, *args, hint="", expected="a minires Tensor"):
+    """``fn(*args)``, which must return a Tensor; an exception or anything else returned becomes a
+    failure that names the case (and a hint when one fits)."""
     try:
-        return fn(*args)
+        y = fn(*args)
     except NotDone:
         raise
     except Exception as exc:
         tail = f"\n  hint: {hint}" if hint else ""
         raise ExerciseFailed(f"{what}: your function raised {type(exc).__name__}: {exc}{tail}") from None
+    if not isinstance(y, Tensor):
+        raise returned(name_of(fn), y, expected, where=what)
+    return y
 
 
 _BLOCK_HINT = ("y = relu(bn2(conv2(relu(bn1(conv1(x))))) + block.shortcut(x)), or without the shortcut "
@@ -112,11 +116,9 @@ def _run_block_case(fn, block, x_np, g_np):
     hint = ("F(x) has the shape of the block's output, not of x, when the block downsamples: add "
             "block.shortcut(x), which subsamples and pads x" if block.downsample is not None else "")
     block.train()
-    x, y = forward_backward(lambda t: _call(what, fn, block, t, hint=hint))
+    expected = "a minires Tensor (use the block's layers and minires ops, so that the graph is recorded)"
+    x, y = forward_backward(lambda t: _call(what, fn, block, t, hint=hint, expected=expected))
     x_ref, y_ref = forward_backward(block)
-    if not isinstance(y, Tensor):
-        raise ExerciseFailed(f"{what}: your function returned {type(y).__name__}, expected a minires Tensor "
-                             "(use the block's layers and minires ops, so that the graph is recorded)")
     got = y.numpy()
     compare(f"{what}, training mode: output", got, y_ref, rtol=_RTOL, atol=_ATOL,
             hint=_diagnose(got, _block_mistakes(block, Tensor(x_np)), _BLOCK_HINT))
@@ -131,7 +133,7 @@ def _run_block_case(fn, block, x_np, g_np):
         compare(f"{what}: gradient of {name}", g, expected[name], rtol=1e-8, atol=1e-10, hint=_GRAPH_HINT)
     # Eval mode (running statistics): the same layers, so the same answer.
     block.eval()
-    got = _call(what, fn, block, Tensor(x_np), hint=hint).numpy()
+    got = _call(what, fn, block, Tensor(x_np), hint=hint, expected=expected).numpy()
     compare(f"{what}, eval mode: output", got, block(Tensor(x_np)), rtol=_RTOL, atol=_ATOL,
             hint=_diagnose(got, _block_mistakes(block, Tensor(x_np)), _BLOCK_HINT))
 
@@ -195,8 +197,6 @@ def check_option_a_shortcut(fn, seed=0):
             x_np = rng.standard_normal(shape)
             x = Tensor(x_np.copy(), requires_grad=True)
             y = _call(what, fn, x, out_channels, stride)
-            if not isinstance(y, Tensor):
-                raise ExerciseFailed(f"{what}: your function returned {type(y).__name__}, expected a minires Tensor")
             x_ref = Tensor(x_np.copy(), requires_grad=True)
             y_ref = ZeroPadShortcut(shape[1], out_channels, stride)(x_ref)
             got = y.numpy()
