@@ -147,6 +147,8 @@ return {
   ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
   text: article.innerText,
   source: article.textContent,
+  toc_text: Array.from(document.querySelectorAll('.md-sidebar--secondary .md-nav__link'))
+                 .map(e => e.innerText).join('\n'),
   markdown_text: Array.from(document.querySelectorAll('.jp-MarkdownCell, .md-typeset > p, .md-typeset li'))
                       .map(e => e.innerText).join('\\n'),
   math: document.querySelectorAll('mjx-container').length,
@@ -238,6 +240,7 @@ def test_math_is_rendered(pages):
         assert facts["math_errors"] == 0, f"{page}: {facts['math_errors']} math errors"
         raw = re.findall(r"\$\$|\$\\[a-zA-Z]|\\\(|\\\[|\\begin\{", facts["markdown_text"])
         assert not raw, f"{page}: raw TeX left in the text: {raw[:5]}"
+        assert "$" not in facts["toc_text"], f"{page}: raw TeX in the table of contents: {facts['toc_text'][:300]}"
 
 
 def test_each_notebook_page_shows_its_figures(pages):

@@ -7,8 +7,8 @@ extension (named in mkdocs.yml's mkdocstrings options) changes only what the sit
   become a fenced plain-text block, kept line for line; so does an RST simple table (``=== ===``) and any
   other block indented under a line of prose (aligned continuation lines, shape diagrams);
 - a Google-style section (``Args:`` and the like) becomes a bold heading and a list of its entries;
-- ``*emphasis*`` stays emphasis, ````code```` becomes a code span, and ``:func:`name``` (``:class:``, ``:meth:``, ...) a link to that
-  object's entry when the name resolves in minires, a code span otherwise;
+- ``*emphasis*`` stays emphasis, ````code```` becomes a code span, and ``:func:`name``` (``:class:``,
+  ``:meth:``, ...) a link to that object's entry when the name resolves in minires, a code span otherwise;
 - in the prose, the characters Markdown would take for markup (``*`` and ``_`` in ``k*k*C_in``, ``<`` in
   ``runs/<name>``, ``[`` ``]``, ``$``, a leading ``#``) are escaped, so the text reads as written.
 

@@ -16,6 +16,8 @@
   (and a ``#fragment`` to an ``id`` on that page), and no page may load anything from another host.
   A failure stops ``mkdocs build`` (and the strict mode turns MkDocs' own warnings into errors).
 """
+import ast
+import functools
 import html
 import importlib.util
 import logging
@@ -36,9 +38,17 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "minires"
 log = logging.getLogger("mkdocs.hooks.minires")
 
-_spec = importlib.util.spec_from_file_location("learning_path", Path(__file__).with_name("learning_path.py"))
-learning_path = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(learning_path)
+
+def _sibling(name):
+    """website/<name>.py (MkDocs loads this file by path, so its folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+learning_path = _sibling("learning_path")
+docstrings = _sibling("docstrings")
 
 # What the site holds of the repository, by path. Pages: Markdown and the learning path's notebooks.
 MARKDOWN_PAGES = ["README.md", "notebooks/README.md", "benchmarks/README.md"]
@@ -49,8 +59,9 @@ SKIP_SUFFIXES = {".npz", ".pyc"}
 MATHJAX_PLACEHOLDER = "@@MATHJAX@@"         # mkdocs.yml's custom_mathjax_url: replaced by the site's MathJax
 MATHJAX_DIR = "assets/mathjax"
 MATHJAX_FILE = "tex-svg-full.js"            # MathJax 3, every TeX extension, SVG output: one file, no fonts
-# Notebook pages: TeX in the Markdown cells as Jupyter writes it ($...$, $$...$$), anywhere but the site's own
-# header, navigation and footer (code and text outputs are <pre>/<code>, which MathJax skips anyway).
+# Notebook pages: TeX in the Markdown cells as Jupyter writes it ($...$, $$...$$) and in the table of contents
+# (headings), not in the site's header, navigation and footer (code and text outputs are <pre>/<code>, which
+# MathJax skips anyway).
 # Markdown pages: only what pymdownx.arithmatex marked as math (generic mode: \(...\), \[...\]).
 MATHJAX_CONFIG = """<script>
 window.MathJax = {
@@ -61,11 +72,12 @@ window.MathJax = {
 };
 </script>
 """
-NOTEBOOK_MATH = 'ignoreHtmlClass: "md-header|md-sidebar|md-footer|md-nav|md-search|md-tabs"'
+NOTEBOOK_MATH = 'ignoreHtmlClass: "md-header|md-sidebar--primary|md-footer|md-search|md-tabs"'  # TOC: math too
 MARKDOWN_MATH = 'ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex"'
 
 
 # --------------------------------------------------------------------------------------------- modules
+@functools.lru_cache(maxsize=None)
 def public_modules():
     """Every public module of the package, dotted, in a reading order: each package before its modules."""
     names = []
@@ -77,7 +89,7 @@ def public_modules():
         if any(p.startswith("_") for p in parts) or SKIP_PARTS & set(rel.parts):
             continue
         names.append(".".join(parts))
-    return sorted(names, key=lambda n: [(0 if n == m else 1, m) for m in n.split(".")])
+    return tuple(sorted(names, key=lambda n: [(0 if n == m else 1, m) for m in n.split(".")]))
 
 
 def is_package(module):
@@ -90,7 +102,6 @@ def api_uri(module):
 
 def first_line(module):
     """The first line of a module's docstring (read without importing it)."""
-    import ast
     path = REPO / Path(*module.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
@@ -99,7 +110,6 @@ def first_line(module):
 
 def exported(module):
     """A package's ``__all__`` (None when it has none), read without importing it."""
-    import ast
     tree = ast.parse((REPO / Path(*module.split(".")) / "__init__.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
@@ -109,10 +119,9 @@ def exported(module):
 
 def module_page(module):
     """The Markdown of one module's API page: its docstring and members, rendered by mkdocstrings."""
-    kind = "package" if is_package(module) else "module"
     lines = [f"# `{module}`", "", f"::: {module}", "    options:", "      show_root_heading: false",
              "      show_root_toc_entry: false"]
-    if kind == "package":
+    if is_package(module):
         # a package's members are documented on its modules' pages: here its docstring and what it exports
         lines.append("      members: false")
         names = exported(module)
@@ -143,15 +152,8 @@ def exported_link(package, name):
 
 
 def escape(text):
-    """A docstring's first line as Markdown table/list text (code spans kept)."""
-    parts = re.split(r"(``.+?``)", text)
-    out = []
-    for p in parts:
-        if p.startswith("``"):
-            out.append("`" + p[2:-2] + "`")
-        else:
-            out.append(re.sub(r"([*_\[\]<>|$\\])", r"\\\1", p))
-    return "".join(out)
+    """A docstring's first line as Markdown (code spans kept, the rest as written)."""
+    return docstrings.convert_inline(text, lambda name: None)
 
 
 def api_index():
@@ -210,6 +212,18 @@ def solutions_page():
 SOLUTIONS_URI = "notebooks/solutions/index.md"
 
 
+# Short navigation titles; any other page under docs/ is listed under its first heading.
+DOCS_TITLES = {"docs/degradation/README.md": "The degradation experiment",
+               "docs/degradation/cpu/results.md": "Degradation: the CPU results",
+               "docs/distributed.md": "Data-parallel training"}
+
+
+def heading(uri):
+    text = (REPO / uri).read_text(encoding="utf-8")
+    m = re.search(r"^# +(.+)$", text, flags=re.M)
+    return m.group(1).strip() if m else uri
+
+
 def on_config(config):
     api = [{"Overview": "api/index.md"}]
     groups = {}
@@ -228,9 +242,8 @@ def on_config(config):
         {"Home": "README.md"},
         {"Learning path": [{"Overview": "notebooks/README.md"}] + learning_path.nav()
          + [{"Reference solutions (spoilers)": SOLUTIONS_URI}]},
-        {"Docs": [{"The degradation experiment": "docs/degradation/README.md"},
-                  {"Degradation: results (CPU)": "docs/degradation/cpu/results.md"},
-                  {"Data-parallel training": "docs/distributed.md"}]},
+        {"Docs": [{DOCS_TITLES.get(uri) or heading(uri): uri} for tree in PAGE_TREES for uri in walk(tree)
+                  if uri.endswith(".md")]},
         {"Benchmarks": "benchmarks/README.md"},
         {"API reference": api},
     ]
