@@ -148,7 +148,7 @@ return {
   text: article.innerText,
   source: article.textContent,
   toc_text: Array.from(document.querySelectorAll('.md-sidebar--secondary .md-nav__link'))
-                 .map(e => e.innerText).join('\n'),
+                 .map(e => e.innerText).join('\\n'),
   markdown_text: Array.from(document.querySelectorAll('.jp-MarkdownCell, .md-typeset > p, .md-typeset li'))
                       .map(e => e.innerText).join('\\n'),
   math: document.querySelectorAll('mjx-container').length,
