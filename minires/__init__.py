@@ -14,7 +14,7 @@ figures). ``_checks`` holds the argument checks every layer shares. Beside the p
 """
 from .backend import get_array_module, gpu_available
 from .threads import get_num_threads, set_num_threads
-from .engine import Function, Tensor, is_grad_enabled, no_grad, tensor
+from .engine import Function, Tensor, is_grad_enabled, is_reference, no_grad, tensor, use_reference
 from . import functional
 functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
 from .gradcheck import GradcheckError, gradcheck
@@ -24,7 +24,8 @@ from .summary import summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "use_reference", "is_reference", "gradcheck",
+    "GradcheckError",
     "gpu_available", "get_array_module", "set_num_threads", "get_num_threads", "functional", "nn", "models",
     "optim", "data", "summary",
 ]
