@@ -2,11 +2,12 @@
 "Deep Residual Learning for Image Recognition" (He, Zhang, Ren, Sun, 2015).
 
 Layout, bottom to top: ``backend`` (NumPy or CuPy), ``threads`` (CPU threads) and ``cpu_memory`` -> ``engine`` (Tensor, autograd)
--> ``ops`` (hand-written forward and backward; their fused CuPy kernels in ``gpu_kernels``)
+-> ``ops`` (hand-written forward and backward, the reference; their CPU speed-ups in
+``cpu_kernels``, their fused CuPy kernels in ``gpu_kernels``)
 -> ``functional`` (the ops under PyTorch's names, attached to ``Tensor`` as operators)
 -> ``nn`` (modules) -> ``models`` (ResNets) -> ``optim`` (SGD, lr schedules), ``data``
-(CIFAR-10 files, transforms, loader) and ``checkpoint`` -> ``config``, ``train``, ``rundir``,
-``cli`` (the paper's recipe and ``python -m minires.train``) -> ``experiments`` (the paper's
+(CIFAR-10 files, transforms, loader) and ``checkpoint`` -> ``config``, ``step`` (one training
+step), ``train`` (the loop and ``python -m minires.train``), ``rundir`` -> ``experiments`` (the paper's
 figures). ``_checks`` holds the argument checks every layer shares. Beside the path: ``distributed``
 (data parallel over MPI), ``cuda_graph`` (a training step replayed as a CUDA graph), ``graph``
 (drawing the autograd graph), ``probes`` and ``landscape`` (measurements for the notebooks),
