@@ -21,7 +21,6 @@ from minires import data, distributed, gpu_available, nn
 from minires import train as T
 from minires.checkpoint import load_checkpoint
 from minires.engine import Tensor
-from minires.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -194,7 +193,7 @@ def test_2_rank_run_and_its_resume_continue_exactly_as_one_run(tmp_path):
     for i, s in a["optimizer"]["state"].items():
         np.testing.assert_array_equal(s["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
     untimed = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "img_per_s")} for r in rows]  # noqa: E731
-    assert untimed(read_metrics(whole)) == untimed(read_metrics(parts))
+    assert untimed(T.read_metrics(whole)) == untimed(T.read_metrics(parts))
 
 
 @needs_mpi

@@ -12,7 +12,6 @@ import pytest
 from minires import data as datasets
 from minires import train as T
 from minires.checkpoint import load_checkpoint
-from minires.rundir import read_metrics
 
 SAMPLE = Path(os.environ.get("MINIRES_CIFAR_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/cifar-10-sample"))
 
@@ -34,7 +33,7 @@ def test_cli_synthetic_writes_every_output(tmp_path, capsys):
     assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(out)) == 0
     for name in ("config.json", "metrics.csv", "metrics.jsonl", "last.npz", "best.npz", "curves.png"):
         assert (out / name).is_file(), name
-    rows = read_metrics(out)
+    rows = T.read_metrics(out)
     # 256 images / 32 = 8 batches per epoch: 12 iterations are one full epoch and half of the next.
     assert [r["iteration"] for r in rows] == [8, 12]
     with open(out / "metrics.csv") as f:
@@ -49,7 +48,7 @@ def test_cli_synthetic_writes_every_output(tmp_path, capsys):
 def test_training_error_falls_on_synthetic_data(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--dataset", "synthetic", "--epochs", "4", "--lr", "0.05", "--out", str(out)) == 0
-    errs = [r["train_err"] for r in read_metrics(out)]
+    errs = [r["train_err"] for r in T.read_metrics(out)]
     assert errs[-1] < errs[0] - 0.1, errs
 
 
@@ -57,7 +56,7 @@ def test_training_error_falls_on_synthetic_data(tmp_path):
 def test_cli_on_the_cifar10_sample(tmp_path):
     out = tmp_path / "run"
     assert run_cli("--data-dir", str(SAMPLE), "--iterations", "3", "--out", str(out)) == 0
-    rows = read_metrics(out)
+    rows = T.read_metrics(out)
     assert rows[-1]["iteration"] == 3 and 0 <= rows[-1]["test_err"] <= 1
     assert T.main(["--eval-only", str(out / "last.npz"), "--data-dir", str(SAMPLE)]) == 0
 
@@ -75,7 +74,7 @@ def test_resume_is_bit_for_bit(tmp_path):
         np.testing.assert_array_equal(a_model[k], b_model[k], err_msg=k)
     for i, s in a_opt["state"].items():
         np.testing.assert_array_equal(s["momentum_buffer"], b_opt["state"][i]["momentum_buffer"])
-    assert read_metrics(whole)[-1]["train_loss"] == read_metrics(parts)[-1]["train_loss"]
+    assert T.read_metrics(whole)[-1]["train_loss"] == T.read_metrics(parts)[-1]["train_loss"]
 
 
 def _interrupt_after(trainer, iteration):
@@ -171,7 +170,7 @@ def test_val_split_holds_out_images_and_reports_validation_error(tmp_path):
     # README: `--val-split 5000`; this once died with "too many values to unpack".
     out = tmp_path / "run"
     assert run_cli("--dataset", "synthetic", "--val-split", "64", "--iterations", "6", "--out", str(out)) == 0
-    row = read_metrics(out)[-1]
+    row = T.read_metrics(out)[-1]
     assert row["val_err"] is not None and 0 <= row["val_err"] <= 1
     meta = load_checkpoint(out / "last.npz")["meta"]
     assert (meta["epoch"], meta["iteration"]) == (1, 6)  # 256 - 64 = 192 images: 6 batches of 32
@@ -251,6 +250,6 @@ def test_a_checkpoint_from_before_the_restructuring_resumes_and_evaluates(tmp_pa
     out = capsys.readouterr().out
     assert "predates the stored pixel mean" in out and "test error 90.00%" in out  # as it reported then
     assert T.main(["--out", str(run), "--resume", "--iterations", "4", "--no-progress"]) == 0
-    rows = read_metrics(run)
+    rows = T.read_metrics(run)
     assert [r["iteration"] for r in rows] == [2, 4]
     assert "pixel_mean" in load_checkpoint(run / "last.npz")["meta"]
