@@ -170,3 +170,43 @@ def test_minires_reference_in_the_environment(tmp_path):
     env["MINIRES_REFERENCE"] = "yes"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "MINIRES_REFERENCE must be 1 (reference ops) or 0 (fast paths), got 'yes'" in bad.stderr
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_gpu_path_wiring_on_numpy_stand_ins(monkeypatch, affine):
+    """The GPU path of batch norm (forward_gpu/backward_gpu) run on NumPy data, with the fused
+    kernels replaced by NumPy stand-ins of their documented formulas: checks, without a GPU, that
+    the op hands each pure kernel the right arrays and settings (the CUDA itself runs only where a
+    GPU answers: tests/test_fused_kernels.py)."""
+    import types
+
+    import minires.ops.norm as norm
+
+    def update(mean, var, momentum, m, running_mean, running_var):
+        running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        running_var[...] = (1 - momentum) * running_var + momentum * m / (m - 1) * var
+
+    stand_ins = types.SimpleNamespace(
+        batch_norm_inv_std=lambda var, eps: 1 / np.sqrt(var + eps),
+        batch_norm_update_running_stats=update,
+        batch_norm_normalize=lambda x2, mean, inv_std, w, b: ((x2 - mean[:, None]) * inv_std[:, None]
+                                                              * (1 if w is None else w[:, None])
+                                                              + (0 if b is None else b[:, None])),
+        batch_norm_dx=lambda gy2, x2, mean, inv_std, w, sum_dy, sum_dy_xhat, m: (
+            (1 if w is None else w[:, None]) * inv_std[:, None]
+            * (gy2 - sum_dy[:, None] / m - (x2 - mean[:, None]) * inv_std[:, None] * sum_dy_xhat[:, None] / m)))
+    monkeypatch.setattr(norm, "gpu_kernels", stand_ins)
+    rng = rng_for(7)
+    x, gy = rng.standard_normal((3, 4, 5, 5)), rng.standard_normal((3, 4, 5, 5))
+    w, b = (rng.standard_normal(4), rng.standard_normal(4)) if affine else (None, None)
+    results = []
+    for path in ("reference", "gpu"):
+        rm, rv = np.zeros(4), np.ones(4)
+        op = norm.BatchNorm(True, 0.3, 1e-5, rm, rv)
+        op.needs_input_grad = (True, affine, affine)
+        forward, backward = (op.forward, op.backward) if path == "reference" else (op.forward_gpu, op.backward_gpu)
+        y = forward(x, w, b)
+        grads = [g for g, wanted in zip(backward(gy), op.needs_input_grad) if wanted]
+        results.append((y, *grads, rm, rv))
+    for got, expected in zip(results[1], results[0]):
+        np.testing.assert_allclose(got, expected, **CLOSE)
