@@ -149,10 +149,11 @@ class BatchNorm(Function):
         gy2, x_hat, m = channel_rows(gy), self.x_hat, self.m
         need_x, need_gamma, need_beta = self.needs_input_grad
         scale = self.inv_std if self.weight is None else self.inv_std * self.weight  # dy/dx_hat * dx_hat/dx
-        gbeta = gy2.sum(axis=1)                                       # dbeta = sum(dy)
-        ggamma = (gy2 * x_hat).sum(axis=1)                            # dgamma = sum(dy * x_hat)
+        dx_from_batch = need_x and self.training                      # training-mode dx needs both sums
+        gbeta = gy2.sum(axis=1) if need_beta or dx_from_batch else None            # dbeta = sum(dy)
+        ggamma = (gy2 * x_hat).sum(axis=1) if need_gamma or dx_from_batch else None  # dgamma = sum(dy * x_hat)
         gx = None
-        if need_x and self.training:
+        if dx_from_batch:
             sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's (see above)
             gx2 = scale[:, None] * (gy2 - sum_dy[:, None] / m - x_hat * (sum_dy_xhat[:, None] / m))
             gx = from_channel_rows(gx2, self.shape)
