@@ -210,3 +210,35 @@ def test_batch_norm_gpu_path_wiring_on_numpy_stand_ins(monkeypatch, affine):
         results.append((y, *grads, rm, rv))
     for got, expected in zip(results[1], results[0]):
         np.testing.assert_allclose(got, expected, **CLOSE)
+
+
+def test_backward_takes_the_path_its_forward_took():
+    """An op's backward needs what its own forward saved: switching use_reference between the
+    forward and the backward must not mix the paths."""
+    calls = []
+
+    class Op(minires.Function):
+        def forward(self, x):
+            calls.append("forward")
+            return x * 2
+
+        def backward(self, gy):
+            calls.append("backward")
+            return gy * 2
+
+        def forward_cpu(self, x):
+            calls.append("forward_cpu")
+            return x * 2
+
+        def backward_cpu(self, gy):
+            calls.append("backward_cpu")
+            return gy * 2
+
+    for reference in (True, False):
+        x = Tensor(np.ones(3), requires_grad=True)
+        with use_reference(reference):
+            y = Op()(x)
+        with use_reference(not reference):
+            y.backward(np.ones(3))
+        np.testing.assert_array_equal(x.grad, 2.0)
+    assert calls == ["forward", "backward", "forward_cpu", "backward_cpu"]
