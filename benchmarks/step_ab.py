@@ -98,7 +98,7 @@ def main():
     has_mygrad = not args.no_mygrad and importlib.util.find_spec("mygrad") is not None
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"one process, interleaved blocks of {args.steps} steps x {args.rounds} rounds, batch {args.batch}, "
-          f"{args.clock} clock, median ms per step; OpenBLAS thread control: {set_blas is not None}; malloc {args.malloc}")
+          f"{args.clock} clock, median ms per step (min-max); OpenBLAS thread control: {set_blas is not None}; malloc {args.malloc}")
     for threads in args.threads:
         for model in args.models:
             depth = train_step.DEPTHS[model]
@@ -128,8 +128,9 @@ def main():
             ref = med.get("torch")
             for name, t in med.items():
                 extra = f"  minires / {name} time {med['minires'] / t:.2f}x" if name != "minires" else ""
-                print(f"{threads} thread(s)  {model:<9} {name:<15} {1e3 * t:9.1f} ms  {args.batch / t:7.1f} img/s{extra}",
-                      flush=True)
+                spread = f"({1e3 * min(times[name]):.0f}-{1e3 * max(times[name]):.0f})"
+                print(f"{threads} thread(s)  {model:<9} {name:<15} {1e3 * t:9.1f} ms {spread:>13}  "
+                      f"{args.batch / t:7.1f} img/s{extra}", flush=True)
             if ref:
                 print(f"   -> minires time / torch time = {med['minires'] / ref:.2f}x", flush=True)
     print(f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

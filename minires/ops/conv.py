@@ -20,9 +20,10 @@ follow their inputs' memory order), so users only ever see ordinary NCHW tensors
 
 This is the reference, and what runs on the GPU (a GPU wants big kernels). On NumPy data the
 engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-sized chunks of
-the batch on the worker threads (``minires/cpu_kernels/conv.py``, 1.5-1.7x faster), or, for the
-3x3 stride-1 convs where it measured faster, Winograd's F(2x2, 3x3)
-(``minires/cpu_kernels/winograd.py``); ``conv2d(..., algorithm=...)`` chooses between the two.
+the batch on the worker threads (``minires/cpu_kernels/conv.py``; the chunks alone are 1.04-1.7x
+faster on ResNet-20's shapes, ``chunks.py``), or, for the 3x3 stride-1 convs where it measured
+faster, Winograd's F(2x2, 3x3) (``minires/cpu_kernels/winograd.py``); ``conv2d(..., algorithm=...)``
+chooses between the two.
 """
 import contextlib
 
