@@ -48,6 +48,8 @@ def load_before(path):
 
 
 def minires_step(pkg, depth, batch):
+    """A training step of ``pkg``: its ``step.train_step``, the Trainer's, or for an older minires
+    without one the same four calls."""
     models = importlib.import_module(pkg.__name__ + ".models")
     optim = importlib.import_module(pkg.__name__ + ".optim")
     F = importlib.import_module(pkg.__name__ + ".functional")
@@ -55,6 +57,9 @@ def minires_step(pkg, depth, batch):
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = train_step._batch(batch)
     x = pkg.Tensor(x)
+    if importlib.util.find_spec(pkg.__name__ + ".step") is not None:
+        one_step = importlib.import_module(pkg.__name__ + ".step").train_step
+        return lambda: one_step(model, opt, x, y)
 
     def step():
         loss = F.cross_entropy(model(x), y)
@@ -93,7 +98,7 @@ def main():
     has_mygrad = not args.no_mygrad and importlib.util.find_spec("mygrad") is not None
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"one process, interleaved blocks of {args.steps} steps x {args.rounds} rounds, batch {args.batch}, "
-          f"{args.clock} clock, median ms per step; OpenBLAS thread control: {set_blas is not None}; malloc {args.malloc}")
+          f"{args.clock} clock, median ms per step (min-max); OpenBLAS thread control: {set_blas is not None}; malloc {args.malloc}")
     for threads in args.threads:
         for model in args.models:
             depth = train_step.DEPTHS[model]
@@ -123,8 +128,9 @@ def main():
             ref = med.get("torch")
             for name, t in med.items():
                 extra = f"  minires / {name} time {med['minires'] / t:.2f}x" if name != "minires" else ""
-                print(f"{threads} thread(s)  {model:<9} {name:<15} {1e3 * t:9.1f} ms  {args.batch / t:7.1f} img/s{extra}",
-                      flush=True)
+                spread = f"({1e3 * min(times[name]):.0f}-{1e3 * max(times[name]):.0f})"
+                print(f"{threads} thread(s)  {model:<9} {name:<15} {1e3 * t:9.1f} ms {spread:>13}  "
+                      f"{args.batch / t:7.1f} img/s{extra}", flush=True)
             if ref:
                 print(f"   -> minires time / torch time = {med['minires'] / ref:.2f}x", flush=True)
     print(f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")

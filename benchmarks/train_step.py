@@ -43,10 +43,10 @@ def _batch(batch, seed=0):
 def _minires_step(depth, batch, device, threads, algorithm):
     sys.path.insert(0, ROOT)
     import minires
-    import minires.functional as F
     import minires.ops.conv
     from minires.models import cifar_resnet
     from minires.optim import SGD
+    from minires.step import train_step
 
     minires.set_num_threads(threads)
     minires.ops.conv.set_default_algorithm(algorithm)
@@ -57,10 +57,7 @@ def _minires_step(depth, batch, device, threads, algorithm):
     sync = _cupy_sync if device == "gpu" else (lambda: None)
 
     def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, opt, x, y)  # the Trainer's step
         sync()
     return step
 
@@ -249,12 +246,11 @@ def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     sys.path.insert(0, ROOT)
     import numpy as np
 
-    import minires.functional as F
     import minires.ops.conv
-    import minires.ops.winograd  # noqa: F401  (imported by conv2d on first use; its op class must exist before the scan below)
     from minires.engine import Function
     from minires.models import cifar_resnet
     from minires.optim import SGD
+    from minires.step import train_step
     import minires
 
     minires.set_num_threads(threads)
@@ -283,10 +279,9 @@ def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
         if cls in seen:
             continue
         seen.add(cls)
-        if "forward" in vars(cls):
-            timed(cls, "forward", f"{cls.__name__} forward")
-        if "backward" in vars(cls):
-            timed(cls, "backward", f"{cls.__name__} backward")
+        for method in ("forward", "backward", "forward_cpu", "backward_cpu", "forward_gpu", "backward_gpu"):
+            if method in vars(cls):  # the reference, or the fast path the engine calls on this device
+                timed(cls, method, f"{cls.__name__} {method}")
 
     net = cifar_resnet(DEPTHS[model], seed=0).to(device)
     opt = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
@@ -295,10 +290,7 @@ def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     x, y = minires.Tensor(x).to(device), minires.Tensor(y).to(device).data
 
     def step():
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(net, opt, x, y)
         sync()
     step()
     totals.clear()

@@ -4,7 +4,7 @@ He et al. (2015), Sec. 4.2: ResNet-20 with option A shortcuts, SGD with momentum
 decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, 64k iterations;
 ResNet-110 warms up at lr 0.01 until the training error is below 80 %.
 
-Each default lives here and only here: the command line (``minires.cli``) generates its options
+Each default lives here and only here: the command line (``minires.train.cli``) generates its options
 from these fields and their ``help``, and the experiments reuse them. A config checks its values
 once, when it is made (``validate``), so a bad value is reported before any data is loaded.
 """

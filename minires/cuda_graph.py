@@ -23,9 +23,9 @@ What a replay can and cannot do, and how this module keeps to it:
 ``python -m minires.train --device gpu --cuda-graph`` trains with it; ``benchmarks/train_step.py
 --cuda-graph`` times it.
 """
-from . import functional as F
 from .backend import device_of
 from .engine import Tensor
+from .step import train_step
 
 
 class CUDAGraphStep:
@@ -78,14 +78,8 @@ class CUDAGraphStep:
         return loss, errors
 
     def _step(self, x, y):
-        """The eager step, also what capture records."""
-        self.optimizer.zero_grad()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        self.optimizer.step()
-        errors = (logits.data.argmax(axis=1) != y).sum()
-        return loss.data, errors
+        """The eager step, also what capture records: ``minires.step.train_step``, the Trainer's."""
+        return train_step(self.model, self.optimizer, x, y)
 
     def _capture(self, x, y):
         import cupy as cp

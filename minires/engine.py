@@ -17,6 +17,7 @@ Gradients (``.grad``) are plain backend arrays (NumPy or CuPy), as in PyTorch wh
 ``.grad`` has the parameter's shape, dtype and device. Only leaves get a ``.grad``.
 """
 import functools
+import os
 import threading
 
 import numpy as np
@@ -48,6 +49,62 @@ class no_grad:
     def __exit__(self, *exc):
         _state.grad_enabled = self._prev
         return False
+
+
+def _reference_from_environment():
+    """``MINIRES_REFERENCE=1``: start with every op on its reference path (unset or 0: the fast paths)."""
+    value = os.environ.get("MINIRES_REFERENCE", "0").strip()
+    if value not in ("0", "1", ""):
+        raise ValueError(f"MINIRES_REFERENCE must be 1 (reference ops) or 0 (fast paths), got {value!r}")
+    return value == "1"
+
+
+_reference = _reference_from_environment()
+
+
+def is_reference():
+    """Whether every op runs its reference ``forward``/``backward`` (``use_reference``)."""
+    return _reference
+
+
+class use_reference:
+    """Run every op on its reference ``forward``/``backward``: the plain whole-batch math of
+    ``minires/ops``, on NumPy or CuPy, with none of the kernels of ``minires/cpu_kernels`` or
+    ``minires/gpu_kernels.py`` (and SGD's NumPy-form update on the GPU too).
+
+    ``use_reference()`` switches for the rest of the program, ``use_reference(False)`` back to
+    the fast paths; ``with use_reference(): ...`` for one block only (the setting before it
+    comes back at its end). ``MINIRES_REFERENCE=1`` in the environment is the default at start.
+    The fast paths change the time a step takes, not its numbers beyond float rounding
+    (tests/test_fast_paths.py; notebook 06 measures both on a ResNet-20 step).
+    """
+
+    def __init__(self, enabled=True):
+        global _reference
+        if not isinstance(enabled, bool):
+            raise TypeError(f"use_reference: enabled must be True or False, got {enabled!r}")
+        self._previous, _reference = _reference, enabled
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _reference
+        _reference = self._previous
+        return False
+
+
+def _path_for(array):
+    """Which of an op's methods run on ``array``: "reference" (``forward``/``backward``), "cpu"
+    (``forward_cpu``/``backward_cpu``) or "gpu" (``forward_gpu``/``backward_gpu``). The one place
+    where the engine picks a fast path."""
+    if _reference:
+        return "reference"
+    return "gpu" if _on_gpu(array) else "cpu"
+
+
+_FORWARD = {"reference": "forward", "cpu": "forward_cpu", "gpu": "forward_gpu"}
+_BACKWARD = {"reference": "backward", "cpu": "backward_cpu", "gpu": "backward_gpu"}
 
 
 def _is_float(dtype):
@@ -232,7 +289,7 @@ class Tensor:
                     f"backward(): trying to backward through the graph a second time ({type(fn).__name__} "
                     "already freed its saved arrays); call backward(retain_graph=True) the first time"
                 )
-            in_grads = fn.backward_gpu(g) if _on_gpu(g) else fn.backward(g)
+            in_grads = getattr(fn, _BACKWARD[fn.path])(g)  # the path its forward took: it saved for that one
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             for inp, ig in zip(fn.inputs, in_grads):
@@ -285,9 +342,13 @@ class Function:
     * ``self.needs_input_grad`` (set before ``forward`` runs, as in teenygrad): one bool per
       input, True where that input wants a gradient. ``backward`` computes only those and
       returns None for the others.
-    * On CuPy data the engine calls ``forward_gpu``/``backward_gpu`` instead; they default to
-      ``forward``/``backward``, and an op overrides them only to call a fused kernel from
-      ``minires/gpu_kernels.py`` (Chainer's rule).
+    * ``forward``/``backward`` are the reference: the plain whole-batch math, on NumPy or CuPy.
+      The engine calls ``forward_cpu``/``backward_cpu`` on NumPy data and ``forward_gpu``/
+      ``backward_gpu`` on CuPy data instead (``self.path`` says which: "cpu", "gpu", or
+      "reference" under ``use_reference``); they default to the reference, and an op overrides
+      them only to call a kernel, array in and array out, from ``minires/cpu_kernels/`` or
+      ``minires/gpu_kernels.py`` (Chainer's rule). The op keeps what backward needs; a kernel
+      never touches the op.
     """
 
     inputs = None
@@ -298,8 +359,8 @@ class Function:
         _check_same_device(type(self).__name__, inputs)
         record = is_grad_enabled()
         self.needs_input_grad = tuple(record and t is not None and t.requires_grad for t in inputs)
-        first = next((a for a in arrays if a is not None), None)
-        out = self.forward_gpu(*arrays) if _on_gpu(first) else self.forward(*arrays)
+        self.path = _path_for(next((a for a in arrays if a is not None), None))
+        out = getattr(self, _FORWARD[self.path])(*arrays)
         result = Tensor(out)
         if any(self.needs_input_grad):
             result.requires_grad = True
@@ -312,6 +373,12 @@ class Function:
 
     def backward(self, grad_output):
         raise NotImplementedError
+
+    def forward_cpu(self, *arrays):
+        return self.forward(*arrays)
+
+    def backward_cpu(self, grad_output):
+        return self.backward(grad_output)
 
     def forward_gpu(self, *arrays):
         return self.forward(*arrays)

@@ -1,9 +1,11 @@
-"""Every fused CuPy kernel of minires, and the GPU paths of the ops that use them.
+"""Every fused CuPy kernel of minires, each behind a pure function: arrays in, arrays out.
 
 The rule (Chainer's): on CuPy data the engine calls an op's ``forward_gpu``/``backward_gpu``,
-which default to ``forward``/``backward``; an op overrides them only where a fused kernel pays,
-and its override is a one-line call into this file. So the op files read as the NumPy math
-and every GPU special case can be reviewed here, side by side.
+which default to the reference ``forward``/``backward``; an op overrides them only where a
+fused kernel pays, and calls the functions here with arrays and settings: a kernel never reads
+or writes the op, which keeps its own state (and its statistics: ``ops/norm.py``). So the op
+files read as the NumPy math and every GPU special case can be reviewed here, side by side.
+The CPU fast paths live beside this file, in ``minires/cpu_kernels/``.
 
 Why fuse: CuPy launches one kernel per array operation, and at CIFAR sizes each launch (a few
 microseconds of GPU work, more of Python) costs more than its arithmetic. Fused, a ResNet-20
@@ -19,50 +21,45 @@ from types import SimpleNamespace
 from .backend import get_array_module
 
 # ----------------------------------------------------------------------------- batch norm
-# Training mode on the (C, m) channel rows (minires/ops/norm.py): the reductions stay library
-# calls and the elementwise work around them is fused: y in one kernel, dx in one, the running
-# statistics and 1/sqrt(var + eps) in one each (about 18 launches forward and 16 backward in
-# the NumPy-style code). Eval mode keeps the generic code: it is not in the training loop.
+# Training mode on the (C, m) channel rows (minires/ops/norm.py, which keeps the statistics and
+# calls these): the reductions stay library calls and the elementwise work around them is
+# fused: y in one kernel, dx in one, the running statistics and 1/sqrt(var + eps) in one each
+# (about 18 launches forward and 16 backward in the NumPy-style code). Eval mode keeps the
+# reference: it is not in the training loop.
 
 
-def batch_norm_forward(op, x2, weight, bias):
-    """``BatchNorm.forward`` in training mode on channel rows ``x2`` (C, m); returns y (C, m)."""
-    xp, k = get_array_module(x2), batch_norm_kernels()
+def batch_norm_inv_std(var, eps):
+    """1 / sqrt(var + eps): three CuPy ops (add, sqrt, divide) in one launch."""
+    return batch_norm_kernels().inv_std(var, var.dtype.type(eps))
+
+
+def batch_norm_update_running_stats(mean, var, momentum, m, running_mean, running_var):
+    """Both running statistics updated in place as in ``BatchNorm._update_running_stats``
+    (var unbiased by m / (m - 1)): six CuPy ops in one launch."""
+    cast = mean.dtype.type
+    mom = cast(momentum)
+    batch_norm_kernels().update_running_stats(mean, var, mom, cast(mom * m / (m - 1)), running_mean, running_var)
+
+
+def batch_norm_normalize(x2, mean, inv_std, weight, bias):
+    """y = gamma * (x - mean) * inv_std + beta on channel rows x2 (C, m), one pass; y is laid out
+    as x2. ``weight``/``bias`` (C,) or None."""
     cast = x2.dtype.type
-    # The reductions stay library calls: hand-written ReductionKernels over only 16-64 rows
-    # (one per channel) measured up to 2.7x slower on an H100 than the generic code. With a
-    # process group (SyncBatchNorm) the sums are over every rank's batch (op._all_sum).
-    total, m = op._all_sum(x2.sum(axis=1), x2.shape[1])
-    mean = total / cast(m)
-    xc = x2 - mean[:, None]
-    (sum_sq,) = op._all_sum(xp.einsum("cm,cm->c", xc, xc))
-    var = sum_sq / cast(m)
-    if op.running_mean is not None:
-        mom = cast(op.momentum)
-        k.update_running_stats(mean, var, mom, cast(mom * m / (m - 1)), op.running_mean, op.running_var)
-    inv_std = k.inv_std(var, cast(op.eps))
-    op.running_mean = op.running_var = None  # backward needs neither
-    op.x2, op.mean, op.inv_std, op.weight, op.m = x2, mean, inv_std, weight, m
-    y2 = xp.empty_like(x2)  # laid out as x2, as the NumPy path's x2 - mean is
-    k.normalize(x2, mean[:, None], inv_std[:, None], cast(1) if weight is None else weight[:, None],
-                cast(0) if bias is None else bias[:, None], y2)
+    y2 = get_array_module(x2).empty_like(x2)
+    batch_norm_kernels().normalize(x2, mean[:, None], inv_std[:, None], cast(1) if weight is None else weight[:, None],
+                                   cast(0) if bias is None else bias[:, None], y2)
     return y2
 
 
-def batch_norm_backward(op, gy2):
-    """``BatchNorm.backward`` in training mode on channel rows: (dx rows or None, dgamma, dbeta)."""
-    xp, k = get_array_module(gy2), batch_norm_kernels()
-    inv_std, cast = op.inv_std, gy2.dtype.type
-    gbeta = gy2.sum(axis=1)                                               # sum(dy)
-    ggamma = xp.einsum("cm,cm->c", gy2, op.x2 - op.mean[:, None]) * inv_std  # sum(dy * x_hat)
-    gx2 = None
-    if op.needs_input_grad[0]:
-        sum_dy, sum_dy_xhat = op._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's
-        gx2 = xp.empty_like(op.x2)  # laid out as x2, as on the CPU
-        k.batch_norm_dx(gy2, op.x2, op.mean[:, None], inv_std[:, None],
-                        cast(1) if op.weight is None else op.weight[:, None],
-                        sum_dy[:, None], sum_dy_xhat[:, None], cast(op.m), gx2)
-    return gx2, ggamma, gbeta
+def batch_norm_dx(gy2, x2, mean, inv_std, weight, sum_dy, sum_dy_xhat, m):
+    """Training-mode dx on channel rows, one pass: gamma * inv_std * (dy - sum_dy/m - x_hat * sum_dy_xhat/m)
+    with x_hat = (x - mean) * inv_std; dx is laid out as x2, as on the CPU."""
+    cast = gy2.dtype.type
+    gx2 = get_array_module(x2).empty_like(x2)
+    batch_norm_kernels().batch_norm_dx(gy2, x2, mean[:, None], inv_std[:, None],
+                                       cast(1) if weight is None else weight[:, None],
+                                       sum_dy[:, None], sum_dy_xhat[:, None], cast(m), gx2)
+    return gx2
 
 
 @functools.cache
@@ -104,7 +101,23 @@ def batch_norm_kernels():
     )
 
 
-# ----------------------------------------------------------------------------- ReLU
+# ----------------------------------------------------------------------------- ReLU and the add
+# Both write into ``empty_like`` of their input, which keeps its memory layout for certain:
+# channel-major activations stay channel-major for the conv and batch norm that read them next.
+
+def relu(x):
+    """max(x, 0), laid out as x."""
+    y = get_array_module(x).empty_like(x)
+    get_array_module(x).maximum(x, 0, out=y)
+    return y
+
+
+def add(a, b):
+    """a + b for equally shaped arrays, laid out as a."""
+    out = get_array_module(a).empty_like(a)
+    get_array_module(a).add(a, b, out=out)
+    return out
+
 
 def relu_backward(gy, y):
     """dx = dy * [y > 0] in one kernel instead of two (compare, then multiply). The result
@@ -126,37 +139,50 @@ def relu_backward_kernel():
 
 
 # ----------------------------------------------------------------------------- SGD
-# ``SGD._update_gpu`` (minires/optim/sgd.py): on CuPy the NumPy-style update launches 6 kernels
-# per parameter for the paper's SGD (momentum and weight decay), 8 with Nesterov; ResNet-20 has
-# 65 parameter arrays, ResNet-56 170.
+# ``SGD.step`` (minires/optim/sgd.py) on CuPy: its NumPy form, ``sgd.sgd_update``, launches 6
+# kernels per parameter for the paper's SGD (momentum and weight decay), 8 with Nesterov;
+# ResNet-20 has 65 parameter arrays, ResNet-56 170.
+
+def sgd_update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
+    """``optim.sgd.sgd_update`` on CuPy arrays, one launch per parameter: ``param`` updated in
+    place, the momentum buffer returned (a new one on the first step, when ``buf`` is None;
+    None without momentum)."""
+    cast = param.dtype.type
+    plain, with_momentum = sgd_kernels()
+    if momentum == 0:
+        plain(grad, cast(lr), cast(weight_decay), param)
+        return None
+    first_step = buf is None
+    if first_step:  # PyTorch's first-step rule (b = g, no dampening) is the kernel's: it fills the new buffer
+        buf = get_array_module(param).empty_like(param)
+    with_momentum(grad, cast(lr), cast(weight_decay), cast(momentum), cast(1 - dampening), nesterov, first_step,
+                  param, buf)
+    return buf
+
+
+# The update in CUDA, written once: the weight decay, the momentum buffer, the step.
+_SGD_DECAY = "T d_p = weight_decay != 0 ? grad + weight_decay * param : grad;\n"
+_SGD_MOMENTUM = """
+buf = first_step ? d_p : momentum * buf + one_minus_dampening * d_p;
+d_p = nesterov ? d_p + momentum * buf : buf;
+"""
+_SGD_STEP = "param = param - lr * d_p;\n"
+
 
 @functools.cache
 def sgd_kernels():
     """SGD's update as CuPy elementwise kernels: (without momentum, with momentum).
 
     Built on first use, so importing minires never needs CuPy. Each kernel reads g and p (and
-    b) once and writes p (and b) once: the whole class-docstring update, one launch per
-    parameter, where the NumPy-style code needs 6 to 8. ``T`` is the parameter's dtype; the
-    hyper-parameters arrive as scalars cast to it. ``weight_decay != 0`` is tested as in
-    ``SGD._update``, so a zero decay never touches the gradient (0 * inf would be NaN).
+    b) once and writes p (and b) once: the whole update of ``SGD``'s docstring, one launch per
+    parameter. ``T`` is the parameter's dtype; the hyper-parameters arrive as scalars cast to
+    it. ``weight_decay != 0`` is tested as in ``sgd_update``, so a zero decay never touches the
+    gradient (0 * inf would be NaN).
     """
     import cupy as cp
 
-    plain = cp.ElementwiseKernel(
-        "T grad, T lr, T weight_decay", "T param",
-        """
-        T d_p = weight_decay != 0 ? grad + weight_decay * param : grad;
-        param = param - lr * d_p;
-        """,
-        "minires_sgd")
+    plain = cp.ElementwiseKernel("T grad, T lr, T weight_decay", "T param", _SGD_DECAY + _SGD_STEP, "minires_sgd")
     with_momentum = cp.ElementwiseKernel(
         "T grad, T lr, T weight_decay, T momentum, T one_minus_dampening, bool nesterov, bool first_step",
-        "T param, T buf",
-        """
-        T d_p = weight_decay != 0 ? grad + weight_decay * param : grad;
-        buf = first_step ? d_p : momentum * buf + one_minus_dampening * d_p;
-        d_p = nesterov ? d_p + momentum * buf : buf;
-        param = param - lr * d_p;
-        """,
-        "minires_sgd_momentum")
+        "T param, T buf", _SGD_DECAY + _SGD_MOMENTUM + _SGD_STEP, "minires_sgd_momentum")
     return plain, with_momentum

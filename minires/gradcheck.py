@@ -25,6 +25,22 @@ def _output(fn, inputs):
     return out
 
 
+def _central_differences(x, loss, eps):
+    """(loss(x + eps e_k) - loss(x - eps e_k)) / (2 eps) for every element k of the contiguous ``x``,
+    perturbed in place and restored."""
+    flat = x.reshape(-1)  # a view of a contiguous array: writing into it perturbs the input
+    numeric = np.zeros(x.size)
+    for k in range(x.size):
+        orig = float(flat[k])
+        flat[k] = orig + eps
+        plus = loss()
+        flat[k] = orig - eps
+        minus = loss()
+        flat[k] = orig
+        numeric[k] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
     """Check ``fn``'s backward against central differences, for every input that requires grad.
 
@@ -64,16 +80,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         x = inputs[i].data
         if not x.flags.c_contiguous:
             x = inputs[i].data = xp.ascontiguousarray(x)
-        flat = x.reshape(-1)  # a view of a contiguous array: writing into it perturbs the input
-        numeric = np.zeros(x.size)
-        for k in range(x.size):
-            orig = float(flat[k])
-            flat[k] = orig + eps
-            plus = loss()
-            flat[k] = orig - eps
-            minus = loss()
-            flat[k] = orig
-            numeric[k] = (plus - minus) / (2 * eps)
+        numeric = _central_differences(x, loss, eps)
         got = to_numpy(analytic[i]).reshape(-1)
         err = np.abs(got - numeric) - (atol + rtol * np.abs(numeric))
         if x.size and err.max() > 0:

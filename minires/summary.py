@@ -9,19 +9,23 @@ its output shape is returned instead (a zero-strided view of a single zero, so i
 memory). Everything else in ``forward`` (the residual additions, option A's subsampling and
 zero padding, ``Sequential`` loops) runs as written, on those placeholders, so the summary
 follows the real code path and cannot drift from it. ResNet-152 at 224x224 is summarised in
-well under a second, with no convolution computed.
+well under a second, with no convolution computed. The interception is summary's own: for the
+pass, each module's ``forward`` is routed through it (and its forward hooks set aside), then
+put back; ``Module.__call__`` knows nothing of it.
 
 Multiply-adds count convolutions and fully connected layers, as the paper's Table 1 does
 ("FLOPs" there are multiply-adds): k*k*C_in per output value of a convolution, in_features
 per output of a linear layer. Batch norm, ReLU, pooling and additions are not counted.
 """
+import functools
+from collections import OrderedDict
 from collections.abc import Mapping
 
 import numpy as np
 
 from .backend import get_array_module
 from .engine import Tensor, no_grad
-from .nn.module import Module, _tracing
+from .nn.module import Module
 
 
 class LayerRow:
@@ -130,7 +134,7 @@ def summary(model, input_shape, depth=None):
     names = {id(m): name for name, m in model.named_modules()}
     rows, total = [], [0]  # total[0]: multiply-adds so far (leaf layers only)
 
-    def trace(module, args, kwargs):
+    def trace(module, forward, *args, **kwargs):
         row = None
         if module is not model:  # the model itself is the "Total" line, not a row
             name = names.get(id(module), f"<unregistered {type(module).__name__}>")
@@ -144,7 +148,7 @@ def summary(model, input_shape, depth=None):
             total[0] += module.macs(in_shape) if hasattr(module, "macs") else 0
             out = _placeholder(xp, out_shape, args[0].dtype)
         else:  # a container or block: run its forward on the placeholders
-            out = module.forward(*args, **kwargs)
+            out = forward(*args, **kwargs)
         if row is not None:
             row.output_shape, row.macs = _shape_of(out), total[0] - before
         return out
@@ -152,18 +156,41 @@ def summary(model, input_shape, depth=None):
     # Eval mode for the pass (stochastic depth must not draw random numbers), restored after.
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
-    _tracing.tracer = trace
+    restore = _route_forwards_through(model, trace)
     try:
         with no_grad():
             out = model(_placeholder(xp, input_shape, dtype))
     except (ValueError, TypeError) as e:
         raise type(e)(f"summary(input_shape={input_shape}): {e}") from e
     finally:
-        _tracing.tracer = None
+        restore()
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
     return Summary(type(model).__name__, sum(p.numel() for p in params), total[0], input_shape,
                    _shape_of(out), rows, depth)
+
+
+def _route_forwards_through(model, trace):
+    """Make every module's call run ``trace(module, its forward, *args)`` instead, with no forward
+    hooks (they would only see placeholders). Returns the function that puts everything back.
+
+    An instance attribute ``forward`` shadows the class's method for the pass; while it lasts,
+    the model must not run elsewhere (another thread would see placeholders too).
+    """
+    saved = []
+    for m in model.modules():
+        saved.append((m, m.__dict__.get("forward"), m._forward_hooks))
+        object.__setattr__(m, "forward", functools.partial(trace, m, m.forward))
+        object.__setattr__(m, "_forward_hooks", OrderedDict())
+
+    def restore():
+        for m, forward, hooks in saved:
+            if forward is None:
+                del m.__dict__["forward"]
+            else:
+                object.__setattr__(m, "forward", forward)
+            object.__setattr__(m, "_forward_hooks", hooks)
+    return restore
 
 
 __all__ = ["summary", "Summary", "LayerRow"]

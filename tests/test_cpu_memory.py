@@ -6,7 +6,8 @@ import pytest
 
 import minires
 import minires.cpu_memory as cpu_memory
-import minires.train as T
+import minires.train.trainer as T
+from minires.config import TrainConfig
 
 
 @pytest.fixture
@@ -65,6 +66,6 @@ def test_keep_freed_memory_reports_a_refused_setting(fresh, monkeypatch):
 def test_the_trainer_keeps_freed_memory_on_the_cpu_only(monkeypatch, device, expected):
     calls = []
     monkeypatch.setattr(T, "keep_freed_memory", lambda: calls.append(1))
-    T.Trainer(T.TrainConfig(dataset="synthetic", train_limit=64, val_split=0.25, depth=8, width=4, device=device),
+    T.Trainer(TrainConfig(dataset="synthetic", train_limit=64, val_split=0.25, depth=8, width=4, device=device),
               log=lambda *a: None)
     assert len(calls) == expected

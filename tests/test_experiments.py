@@ -10,7 +10,7 @@ import pytest
 
 from minires import Tensor, no_grad
 from minires.data import normalize, per_pixel_mean, synthetic_cifar
-from minires.experiments import degradation, responses
+from minires.experiments import degradation, degradation_analysis, responses
 from minires.models import cifar_resnet
 
 TINY = ["--dataset", "synthetic", "--epochs", "1", "--width", "4", "--train-limit", "128", "--batch-size", "32",
@@ -27,9 +27,9 @@ def test_seed_list_count_or_list():
 
 
 def test_spread_is_mean_sample_std_min_max():
-    s = degradation.spread([1.0, 2.0, 6.0])
+    s = degradation_analysis.spread([1.0, 2.0, 6.0])
     assert s == {"mean": 3.0, "std": pytest.approx(np.std([1, 2, 6], ddof=1)), "min": 1.0, "max": 6.0, "n": 3}
-    assert degradation.spread([0.5])["std"] == 0.0
+    assert degradation_analysis.spread([0.5])["std"] == 0.0
 
 
 def _rows(errs, its=32):
@@ -38,7 +38,7 @@ def _rows(errs, its=32):
 
 
 def test_curves_average_seeds_epoch_by_epoch_over_the_common_epochs():
-    c = degradation.curves({0: _rows([0.9, 0.5, 0.4]), 1: _rows([0.7, 0.3]), 2: _rows([0.8, 0.4, 0.1])})
+    c = degradation_analysis.curves({0: _rows([0.9, 0.5, 0.4]), 1: _rows([0.7, 0.3]), 2: _rows([0.8, 0.4, 0.1])})
     assert c["iteration"] == [32, 64]
     np.testing.assert_allclose(c["train_err"]["mean"], [0.8, 0.4])
     np.testing.assert_allclose(c["train_err"]["min"], [0.7, 0.3])
@@ -55,7 +55,7 @@ def _results(errs, its=960):
 def test_findings_state_the_paper_outcome_with_counts_and_spread():
     results = _results({"plain20": [0.38, 0.40, 0.39], "plain56": [0.77, 0.80, 0.74],
                         "resnet20": [0.34, 0.35, 0.33], "resnet56": [0.50, 0.55, 0.52]})
-    md, summary = degradation.summarise(results, [20, 56], 960)
+    md, summary = degradation_analysis.summarise(results, [20, 56], 960)
     degradation_, deep, shallow, resnets = summary["findings"]
     gaps = [77 - 38, 80 - 40, 74 - 39]
     assert (f"plain-56 ends above plain-20 in 3 of 3 seeds, by {np.mean(gaps):.1f} ± {np.std(gaps, ddof=1):.1f} "
@@ -76,7 +76,7 @@ def test_findings_state_the_paper_outcome_with_counts_and_spread():
 def test_findings_say_so_when_a_comparison_goes_the_wrong_way():
     results = _results({"plain20": [0.50, 0.50], "plain56": [0.40, 0.45],      # no degradation
                         "resnet20": [0.55, 0.60], "resnet56": [0.45, 0.30]})  # shallow ResNet worse than plain
-    _, summary = degradation.summarise(results, [20, 56], 960)
+    _, summary = degradation_analysis.summarise(results, [20, 56], 960)
     degradation_, deep, shallow, resnets = summary["findings"]
     assert "plain-56 ends below plain-20 in 2 of 2 seeds" in degradation_ and "NO degradation" in degradation_
     assert "ResNet-56 ends below plain-56 in 1 of 2 seeds" in deep and "neither net is consistently ahead" in deep
@@ -88,7 +88,7 @@ def test_findings_say_so_when_a_comparison_goes_the_wrong_way():
 def test_findings_tell_a_net_that_never_trained_from_degradation():
     results = _results({"plain20": [0.40, 0.42], "plain56": [0.90, 0.89],
                         "resnet20": [0.35, 0.36], "resnet56": [0.60, 0.61]})
-    _, summary = degradation.summarise(results, [20, 56], 960)
+    _, summary = degradation_analysis.summarise(results, [20, 56], 960)
     assert "left chance (training error below 85 %) in 0 of 2 seeds: at this budget it does not train at all" \
         in summary["findings"][0]
 
@@ -98,7 +98,7 @@ def test_findings_over_four_depths_state_the_trend_and_unfinished_runs():
             "resnet20": [0.3], "resnet32": [0.32], "resnet44": [0.35], "resnet56": [0.4]}
     results = _results(errs, its=32)
     results["resnet56"][0] = _rows([0.4], its=16)  # stopped half-way
-    _, summary = degradation.summarise(results, [20, 32, 44, 56], 32)
+    _, summary = degradation_analysis.summarise(results, [20, 32, 44, 56], 32)
     text = " ".join(summary["findings"])
     assert "Plain nets by depth (mean final training error): plain-20 40.0 %, plain-32 50.0 %, plain-44 45.0 %, " \
            "plain-56 70.0 %: it does not change monotonically with depth" in text

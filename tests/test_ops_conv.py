@@ -99,8 +99,8 @@ def test_conv2d_output_is_ordinary_nchw(device):
 def test_conv2d_in_batch_chunks_matches_loops_and_gradcheck(device, case, monkeypatch):
     """On the CPU the batch is processed in chunks of CHUNK_BYTES of columns; with 1 byte every
     image is its own chunk, so the chunk loop (forward and backward) is exercised."""
-    import minires.ops.conv as conv
-    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    import minires.cpu_kernels.conv as conv_kernels
+    monkeypatch.setattr(conv_kernels, "CHUNK_BYTES", 1)
     x, w, b = _arrays(case)
     got = F.conv2d(tensor(x, device), tensor(w, device), None if b is None else tensor(b, device),
                    stride=case["stride"], padding=case["padding"])
@@ -111,12 +111,11 @@ def test_conv2d_in_batch_chunks_matches_loops_and_gradcheck(device, case, monkey
 def test_batch_chunks_cover_the_batch_once():
     import numpy as np
 
-    from minires.ops.conv import batch_chunks
-    x = np.zeros((10, 3, 4, 4), dtype=np.float32)
-    chunks = batch_chunks(x, rows=27, pixels_per_image=16)
-    images = [i for sl, _ in chunks for i in range(10)[sl]]
-    columns = [c for _, sl in chunks for c in range(160)[sl]]
-    assert images == list(range(10)) and columns == list(range(160))
+    from minires.cpu_kernels.chunks import batch_chunks
+    for chunk_bytes in (1, 100, 1000, 10**6):
+        chunks = batch_chunks(10, bytes_per_image=27 * 16 * 4, chunk_bytes=chunk_bytes)
+        assert [i for sl in chunks for i in range(10)[sl]] == list(range(10)), chunk_bytes
+    assert batch_chunks(0, 100, 100) == [slice(0, 0)]
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "winograd"])

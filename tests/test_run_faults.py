@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from minires import train as T
+from minires.optim import SGD
+from minires.train import trainer as TR
 from minires import rundir
 from minires.checkpoint import NonFiniteCheckpoint, load_checkpoint, save_checkpoint
 from minires.models import cifar_resnet
@@ -70,7 +72,7 @@ def test_save_checkpoint_refuses_non_finite_state_and_keeps_the_previous_file(tm
 
 
 def test_a_non_finite_test_loss_stops_the_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(T, "evaluate", lambda *a, **k: (float("nan"), 0.9))
+    monkeypatch.setattr(TR, "evaluate", lambda *a, **k: (float("nan"), 0.9))
     assert run_cli("--iterations", "16", "--out", str(tmp_path)) == 3
     assert "the test loss became nan after iteration 8 (epoch 1)" in capsys.readouterr().out
     assert not (tmp_path / "last.npz").exists() and T.read_metrics(tmp_path) == []
@@ -125,10 +127,10 @@ def test_a_kill_between_checkpoint_and_metrics_loses_no_epoch(tmp_path, monkeypa
             raise KeyboardInterrupt  # after last.npz of epoch 2, before its metrics row
         write(out, rows)
 
-    monkeypatch.setattr(T, "write_metrics", killed_on_the_second_epoch)
+    monkeypatch.setattr(TR, "write_metrics", killed_on_the_second_epoch)
     assert run_cli("--iterations", "24", "--milestones", "12", "18", "--out", str(tmp_path)) == 130
     assert [r["epoch"] for r in T.read_metrics(tmp_path)] == [1]
-    monkeypatch.setattr(T, "write_metrics", write)
+    monkeypatch.setattr(TR, "write_metrics", write)
     assert run_cli("--iterations", "24", "--out", str(tmp_path), "--resume") == 0
     assert [r["epoch"] for r in T.read_metrics(tmp_path)] == [1, 2, 3]
     with open(tmp_path / "metrics.csv") as f:
@@ -217,7 +219,7 @@ def test_more_threads_than_cpus_is_refused(capsys):
 # --------------------------------------------------------------------------- 6. SIGTERM
 
 def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tmp_path, monkeypatch):
-    step = T.SGD.step
+    step = SGD.step
 
     def step_then_term(self, *a, **k):
         step(self, *a, **k)
@@ -227,12 +229,12 @@ def test_sigterm_saves_a_checkpoint_like_ctrl_c_and_exits_143(tmp_path, monkeypa
         if self._steps == 5:
             signal.raise_signal(signal.SIGTERM)
 
-    monkeypatch.setattr(T.SGD, "step", step_then_term)
+    monkeypatch.setattr(SGD, "step", step_then_term)
     assert run_cli("--iterations", "16", "--out", str(tmp_path)) == 143
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
     meta = load_checkpoint(tmp_path / "last.npz")["meta"]
     assert (meta["iteration"], meta["batch_in_epoch"]) == (5, 5)
-    monkeypatch.setattr(T.SGD, "step", step)
+    monkeypatch.setattr(SGD, "step", step)
     assert run_cli("--iterations", "16", "--out", str(tmp_path), "--resume") == 0
     assert [r["iteration"] for r in T.read_metrics(tmp_path)] == [8, 16]
 

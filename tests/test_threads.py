@@ -32,8 +32,8 @@ def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monke
     """The batch chunks run on worker threads; each chunk computes the same numbers wherever it
     runs, and dW's per-chunk shares are summed in chunk order, so the results are bit for bit
     those of one thread (one image per chunk here, so the chunking does not change either)."""
-    import minires.ops.conv as conv
-    import minires.ops.winograd as winograd
+    import minires.cpu_kernels.conv as conv
+    import minires.cpu_kernels.winograd as winograd
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(0)
@@ -153,15 +153,16 @@ def test_gradients_keep_the_channel_major_layout_of_the_activations():
     z = zeros_in_order((4, 6, 8, 8), (1, 0, 2, 3), np.float32)
     assert z.shape == (4, 6, 8, 8) and memory_order(z) == (1, 0, 2, 3) and not z.any()
 
-    # each op's backward, called directly (a leaf's .grad is a C-ordered copy)
+    # each op's backward as the engine calls it on NumPy data, directly (a leaf's .grad is a
+    # C-ordered copy); ReLU's is its CPU kernel: the reference makes no promise on layouts
     x = minires.Tensor(cm, requires_grad=True)
-    gx = F.relu(x)._ctx.backward(np.ones((4, 6, 8, 8)))  # a C-contiguous dy
+    gx = F.relu(x)._ctx.backward_cpu(np.ones((4, 6, 8, 8)))  # a C-contiguous dy
     assert memory_order(gx) == (1, 0, 2, 3)
 
     half = x[:, :, ::2, ::2]
     padded = F.pad(half, (0, 0, 0, 0, 3, 3))  # option A: zero channels around the subsampled input
     assert memory_order(padded.numpy()) == (1, 0, 2, 3)
-    gx = half._ctx.backward(np.ones(half.shape))
+    gx = half._ctx.backward_cpu(np.ones(half.shape))
     assert memory_order(gx) == (1, 0, 2, 3)
     np.testing.assert_array_equal(gx[:, :, ::2, ::2], 1)
     assert gx.sum() == 4 * 6 * 4 * 4

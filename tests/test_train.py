@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minires import data as datasets
 from minires import train as T
+from minires.optim import SGD
+from minires.train import trainer as TR
 from minires.checkpoint import load_checkpoint
 
 # A tiny net and a short run keep each case to a second or two on a 2-core CPU.
@@ -132,13 +135,13 @@ def test_training_without_matplotlib_ends_with_one_line_naming_the_extra(tmp_pat
 
 
 def test_a_long_cpu_run_says_its_estimated_time_up_front(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(T, "ESTIMATE_AFTER", 3)
-    monkeypatch.setattr(T, "ESTIMATE_ABOVE_S", 0.0)
+    monkeypatch.setattr(TR, "ESTIMATE_AFTER", 3)
+    monkeypatch.setattr(TR, "ESTIMATE_ABOVE_S", 0.0)
     assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(tmp_path / "a")) == 0
     printed = capsys.readouterr().out
     assert printed.count("estimated time: about") == 1 and "for the 9 iterations left" in printed
     assert "--epochs N or --iterations N" in printed and "--device gpu" in printed
-    monkeypatch.setattr(T, "ESTIMATE_ABOVE_S", 1e9)  # a short run says nothing
+    monkeypatch.setattr(TR, "ESTIMATE_ABOVE_S", 1e9)  # a short run says nothing
     assert run_cli("--dataset", "synthetic", "--iterations", "12", "--out", str(tmp_path / "b")) == 0
     assert "estimated time" not in capsys.readouterr().out
 
@@ -286,7 +289,7 @@ def test_bad_values_give_a_usage_error_not_a_traceback(option, value, message, c
 def test_every_option_is_generated_from_the_config_with_its_default():
     from dataclasses import fields
 
-    from minires.cli import build_parser, config_from_args
+    from minires.train.cli import build_parser, config_from_args
     parser = build_parser()
     assert config_from_args(parser.parse_args([])) == T.TrainConfig()
     flags = {a.dest for a in parser._actions}
@@ -315,9 +318,9 @@ def test_checkpoint_carries_the_pixel_mean_and_eval_only_uses_it(tmp_path, monke
     assert run_cli("--dataset", "synthetic", "--iterations", "2", "--out", str(out)) == 0
     meta = load_checkpoint(out / "last.npz")["meta"]
     x_train = T.load_data(T.config_from_dict(meta["config"]))[0]
-    np.testing.assert_array_equal(meta["pixel_mean"], T.datasets.per_pixel_mean(x_train))
+    np.testing.assert_array_equal(meta["pixel_mean"], datasets.per_pixel_mean(x_train))
     # --eval-only no longer recomputes the mean from the training set.
-    monkeypatch.setattr(T.datasets, "per_pixel_mean", lambda x: pytest.fail("recomputed the pixel mean"))
+    monkeypatch.setattr(datasets, "per_pixel_mean", lambda x: pytest.fail("recomputed the pixel mean"))
     assert T.main(["--eval-only", str(out / "last.npz")]) == 0
     assert "test error" in capsys.readouterr().out
 

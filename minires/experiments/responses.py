@@ -26,7 +26,8 @@ from .. import data as datasets
 from ..backend import to_numpy
 from ..engine import Tensor, no_grad
 from ..nn import BatchNorm2d, Conv2d
-from ..train import load_data, load_model, model_name, pixel_mean_of, read_metrics
+from ..rundir import load_model, model_name, read_metrics
+from ..train import load_data, pixel_mean_of
 
 
 def response_layers(model):

@@ -111,6 +111,27 @@ def extend_with_identity(model, extra_blocks=1, seed=None):
     The appended blocks are identities only at these weights: training the deeper net is
     free to move away from this solution.
     """
+    cfg = _deeper_config(model, extra_blocks)
+    deeper = ResNet(**cfg, seed=seed)
+
+    # Same device and dtype as the original, then copy every shared entry across: block i of
+    # each stage keeps its name (layer2.0.conv1.weight, ...), so the names line up.
+    params = list(model.parameters())
+    deeper.to(params[0].device, dtype=params[0].dtype)
+    result = deeper.load_state_dict(model.state_dict(), strict=False)
+    assert not result.unexpected_keys, result.unexpected_keys  # every old entry has a place
+    for stage, n_old in zip(deeper.stages, model.config["layers"]):
+        for block in list(stage)[n_old:]:
+            if cfg["plain"]:
+                plain_identity_(block)
+            else:
+                block.zero_residual_()
+    return deeper.train(model.training)
+
+
+def _deeper_config(model, extra_blocks):
+    """``model``'s config with ``extra_blocks`` more blocks per stage, after checking that an
+    identity extension exists for it."""
     if not isinstance(model, ResNet):
         raise TypeError(f"extend_with_identity: expected a minires ResNet, got {type(model).__name__}")
     cfg = dict(model.config)
@@ -134,18 +155,4 @@ def extend_with_identity(model, extra_blocks=1, seed=None):
             f"got {extra_blocks!r}"
         )
     cfg["layers"] = tuple(n + k for n, k in zip(cfg["layers"], extra))
-    deeper = ResNet(**cfg, seed=seed)
-
-    # Same device and dtype as the original, then copy every shared entry across: block i of
-    # each stage keeps its name (layer2.0.conv1.weight, ...), so the names line up.
-    params = list(model.parameters())
-    deeper.to(params[0].device, dtype=params[0].dtype)
-    result = deeper.load_state_dict(model.state_dict(), strict=False)
-    assert not result.unexpected_keys, result.unexpected_keys  # every old entry has a place
-    for stage, n_old in zip(deeper.stages, model.config["layers"]):
-        for block in list(stage)[n_old:]:
-            if cfg["plain"]:
-                plain_identity_(block)
-            else:
-                block.zero_residual_()
-    return deeper.train(model.training)
+    return cfg

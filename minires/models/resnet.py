@@ -22,6 +22,32 @@ from .._checks import as_generator, check_int, shortcut_option
 from .blocks import BLOCKS, conv3x3, he_init_
 
 
+def _checked_arguments(block, layers, widths, stem, num_classes, in_channels, plain, shortcut, preact,
+                       stochastic_depth, zero_init_residual, init_mode):
+    """``ResNet``'s arguments checked: (layers, widths, num_classes, in_channels) as ints, or a clear error."""
+    if (block, bool(preact)) not in BLOCKS:
+        raise ValueError(f"ResNet: block must be 'basic' or 'bottleneck', got {block!r}")
+    layers, widths = tuple(layers), tuple(widths)
+    if not layers or len(layers) != len(widths):
+        raise ValueError(f"ResNet: layers {layers} and widths {widths} must be non-empty and of the same length")
+    layers = tuple(check_int("ResNet", "each entry of layers", n, minimum=1) for n in layers)
+    widths = tuple(check_int("ResNet", "each entry of widths", w, minimum=1) for w in widths)
+    if stem not in ("cifar", "imagenet"):
+        raise ValueError(f"ResNet: stem must be 'cifar' or 'imagenet', got {stem!r}")
+    shortcut_option("ResNet", shortcut)
+    if not 0.0 <= stochastic_depth < 1.0:
+        raise ValueError(f"ResNet: stochastic_depth (drop probability of the last block) must be in [0, 1), "
+                         f"got {stochastic_depth}")
+    num_classes = check_int("ResNet", "num_classes", num_classes, minimum=1)
+    in_channels = check_int("ResNet", "in_channels", in_channels, minimum=1)
+    if init_mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"ResNet: init_mode must be 'fan_in' or 'fan_out', got {init_mode!r}")
+    if plain and (stochastic_depth or zero_init_residual):
+        raise ValueError("ResNet: stochastic_depth and zero_init_residual act on residual branches; "
+                         "a plain network has none")
+    return layers, widths, num_classes, in_channels
+
+
 class ResNet(nn.Module):
     """A residual (or, with ``plain=True``, plain) network.
 
@@ -55,26 +81,9 @@ class ResNet(nn.Module):
                  shortcut="A", preact=False, stochastic_depth=0.0, zero_init_residual=False, init_mode="fan_in",
                  seed=None):
         super().__init__()
-        if (block, bool(preact)) not in BLOCKS:
-            raise ValueError(f"ResNet: block must be 'basic' or 'bottleneck', got {block!r}")
-        layers, widths = tuple(layers), tuple(widths)
-        if not layers or len(layers) != len(widths):
-            raise ValueError(f"ResNet: layers {layers} and widths {widths} must be non-empty and of the same length")
-        layers = tuple(check_int("ResNet", "each entry of layers", n, minimum=1) for n in layers)
-        widths = tuple(check_int("ResNet", "each entry of widths", w, minimum=1) for w in widths)
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"ResNet: stem must be 'cifar' or 'imagenet', got {stem!r}")
-        shortcut_option("ResNet", shortcut)
-        if not 0.0 <= stochastic_depth < 1.0:
-            raise ValueError(f"ResNet: stochastic_depth (drop probability of the last block) must be in [0, 1), "
-                             f"got {stochastic_depth}")
-        num_classes = check_int("ResNet", "num_classes", num_classes, minimum=1)
-        in_channels = check_int("ResNet", "in_channels", in_channels, minimum=1)
-        if init_mode not in ("fan_in", "fan_out"):
-            raise ValueError(f"ResNet: init_mode must be 'fan_in' or 'fan_out', got {init_mode!r}")
-        if plain and (stochastic_depth or zero_init_residual):
-            raise ValueError("ResNet: stochastic_depth and zero_init_residual act on residual branches; "
-                             "a plain network has none")
+        layers, widths, num_classes, in_channels = _checked_arguments(
+            block, layers, widths, stem, num_classes, in_channels, plain, shortcut, preact, stochastic_depth,
+            zero_init_residual, init_mode)
         # Everything needed to build this network again (``extend_with_identity`` uses it).
         self.config = dict(block=block, layers=layers, widths=widths, stem=stem, num_classes=num_classes,
                            in_channels=in_channels, plain=bool(plain), shortcut=shortcut, preact=bool(preact),

@@ -13,7 +13,6 @@ They follow ``torch.nn`` so a PyTorch user's habits carry over:
 Buffers are plain backend arrays (NumPy or CuPy), not Tensors: no gradient ever flows
 into them, and ``F.batch_norm`` updates the running statistics in place.
 """
-import threading
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -35,16 +34,6 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
-
-
-# ------------------------------------------------------------------ call tracing
-# ``minires.summary`` runs a network "shape only": it replaces each module call by its own
-# function. The override is thread-local, so a summary never affects another thread.
-_tracing = threading.local()
-
-
-def _call_tracer():
-    return getattr(_tracing, "tracer", None)
 
 
 class _RemovableHandle:
@@ -92,9 +81,6 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        tracer = _call_tracer()
-        if tracer is not None:  # inside minires.summary: a shape-only pass
-            return tracer(self, args, kwargs)
         out = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             result = hook(self, args, out)

@@ -2,8 +2,8 @@
 from .. import gpu_kernels
 from .._checks import batch_norm_settings
 from ..backend import device_of, get_array_module
+from ..cpu_kernels import norm as norm_kernels
 from ..engine import Function, Tensor, as_tensor
-from ..threads import for_each_row_block
 
 
 def channel_rows(x):
@@ -53,12 +53,14 @@ class BatchNorm(Function):
     it, so N ranks reproduce the single-process gradients exactly (up to summation order).
 
     Implementation: x is handled as a (C, m) matrix (``channel_rows``), so each statistic is a
-    reduction along contiguous rows. Backward recomputes x - mean from x instead of saving
-    x_hat: x is kept by the graph anyway, x_hat would be one more activation per BN layer.
-    On NumPy data every pass runs on the worker threads, each on a block of channels
-    (``for_each_row_block``); the per-channel sums are those of one thread, bit for bit.
-    On the GPU, training mode runs the same formulas as a few fused CuPy kernels
-    (``forward_gpu``/``backward_gpu``, in ``minires/gpu_kernels.py``).
+    reduction along a row and every per-channel constant a (C, 1) column. ``forward``/``backward``
+    are the reference, in the stages notebook 03 derives; they save x_hat and 1/std. The fast
+    paths keep the same statistics and running-statistics update (``_batch_mean``,
+    ``_batch_var``, ``_update_running_stats``: written once, here) and do the passes between
+    them with kernels: on NumPy data each worker thread takes a block of channels
+    (``minires/cpu_kernels/norm.py``), on CuPy data the elementwise work is fused
+    (``minires/gpu_kernels.py``); both save x and the mean instead of x_hat (x is kept by the
+    graph anyway; x_hat would be one more activation per layer).
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var, process_group=None):
@@ -87,97 +89,143 @@ class BatchNorm(Function):
             start += size
         return out
 
-    def forward(self, x, weight, bias):
-        xp = get_array_module(x)
-        x2 = channel_rows(x)
-        c = x2.shape[0]
-        y2 = xp.empty(x2.shape, dtype=x.dtype)  # x - mean first, then y in place: channel-major like x
-        if self.training:
-            sums, sum_sq = xp.empty(c, dtype=x.dtype), xp.empty(c, dtype=x.dtype)
-            for_each_row_block(lambda r: x2[r].sum(axis=1, out=sums[r]), x2)
-            total, m = self._all_sum(sums, x2.shape[1])
-            mean = total / m
+    # --- the statistics, written once for every path
 
-            def centre(r):  # sum of squares without an (x - mean)^2 temporary
-                xp.subtract(x2[r], mean[r, None], out=y2[r])
-                sum_sq[r] = xp.einsum("cm,cm->c", y2[r], y2[r])
+    def _batch_mean(self, row_sums, count):
+        """(mean, m): the whole batch's per-channel mean from this rank's row sums and row length."""
+        total, m = self._all_sum(row_sums, count)
+        return total / m, m
 
-            for_each_row_block(centre, x2)
-            (sum_sq,) = self._all_sum(sum_sq)
-            var = sum_sq / m
-            if self.running_mean is not None:
-                mom = x.dtype.type(self.momentum)
-                self.running_mean *= 1 - mom
-                self.running_mean += mom * mean
-                self.running_var *= 1 - mom
-                self.running_var += (mom * m / (m - 1)) * var
-        else:
-            # copies: a train-mode call before backward would change the running stats in place
-            mean, var = self.running_mean.copy(), self.running_var.copy()
-            for_each_row_block(lambda r: xp.subtract(x2[r], mean[r, None], out=y2[r]), x2)
-        inv_std = 1 / xp.sqrt(var + x.dtype.type(self.eps))
+    def _batch_var(self, centred_sum_sq, m):
+        """The whole batch's biased per-channel variance from this rank's sums of (x - mean)^2."""
+        (total,) = self._all_sum(centred_sum_sq)
+        return total / m
+
+    def _update_running_stats(self, mean, var, m):
+        """running <- (1 - momentum) * running + momentum * batch, in place (var unbiased: * m/(m-1))."""
+        if self.running_mean is None:
+            return
+        mom = mean.dtype.type(self.momentum)
+        self.running_mean *= 1 - mom
+        self.running_mean += mom * mean
+        self.running_var *= 1 - mom
+        self.running_var += (mom * m / (m - 1)) * var
+
+    def _running_statistics(self):
+        """Eval mode's (mean, var): copies of the running statistics (a train-mode call before
+        backward would change them in place)."""
+        return self.running_mean.copy(), self.running_var.copy()
+
+    def _save(self, shape, weight, inv_std, m):
         self.running_mean = self.running_var = None  # backward needs neither
-        self.x2, self.shape, self.mean, self.inv_std, self.weight = x2, x.shape, mean, inv_std, weight
-        self.m = m if self.training else None  # values per channel of the whole batch
-        scale = inv_std if weight is None else inv_std * weight
+        self.shape, self.weight, self.inv_std, self.m = shape, weight, inv_std, m
 
-        def scale_shift(r):  # y = gamma * x_hat + beta, in place: two passes, no new array
-            y2[r] *= scale[r, None]
-            if bias is not None:
-                y2[r] += bias[r, None]
+    def _inv_std(self, var):
+        xp = get_array_module(var)
+        return 1 / xp.sqrt(var + var.dtype.type(self.eps))
 
-        for_each_row_block(scale_shift, y2)
+    # --- the reference
+
+    def forward(self, x, weight, bias):
+        x2 = channel_rows(x)                                          # (C, m)
+        m = None
+        if self.training:
+            mean, m = self._batch_mean(x2.sum(axis=1), x2.shape[1])
+            xc = x2 - mean[:, None]
+            var = self._batch_var((xc * xc).sum(axis=1), m)
+            self._update_running_stats(mean, var, m)
+        else:
+            mean, var = self._running_statistics()
+            xc = x2 - mean[:, None]
+        inv_std = self._inv_std(var)
+        self.x_hat = xc * inv_std[:, None]                            # x_hat = (x - mean) / sqrt(var + eps)
+        y2 = self.x_hat if weight is None else self.x_hat * weight[:, None]
+        if bias is not None:
+            y2 = y2 + bias[:, None]                                   # y = gamma * x_hat + beta
+        self._save(x.shape, weight, inv_std, m)
         return from_channel_rows(y2, x.shape)
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        gy2, inv_std = channel_rows(gy), self.inv_std
-        c = gy2.shape[0]
-        needs = self.needs_input_grad
-        scale = inv_std if self.weight is None else inv_std * self.weight  # dy/dx_hat * dx_hat/dx
-        dx_from_batch = self.training and needs[0]  # training-mode dx needs both sums below
-        gbeta = xp.empty(c, dtype=gy.dtype) if dx_from_batch or needs[2] else None
-        ggamma = xp.empty(c, dtype=gy.dtype) if dx_from_batch or needs[1] else None
-        xc = xp.empty(gy2.shape, dtype=gy.dtype) if ggamma is not None else None
-
-        def sums(r):  # dbeta = sum(dy), dgamma = sum(dy * x_hat), x_hat = xc * inv_std with xc recomputed
-            if gbeta is not None:
-                gy2[r].sum(axis=1, out=gbeta[r])
-            if ggamma is not None:
-                xp.subtract(self.x2[r], self.mean[r, None], out=xc[r])
-                ggamma[r] = xp.einsum("cm,cm->c", gy2[r], xc[r]) * inv_std[r]  # no dy * xc temporary
-
-        for_each_row_block(sums, gy2)
+        gy2, x_hat, m = channel_rows(gy), self.x_hat, self.m
+        need_x, need_gamma, need_beta = self.needs_input_grad
+        scale = self.inv_std if self.weight is None else self.inv_std * self.weight  # dy/dx_hat * dx_hat/dx
+        dx_from_batch = need_x and self.training                      # training-mode dx needs both sums
+        gbeta = gy2.sum(axis=1) if need_beta or dx_from_batch else None            # dbeta = sum(dy)
+        ggamma = (gy2 * x_hat).sum(axis=1) if need_gamma or dx_from_batch else None  # dgamma = sum(dy * x_hat)
         gx = None
-        if needs[0] and self.training:
-            # dx = scale * (dy - sum_dy/m - x_hat * sum_dy_xhat/m), as dy*scale + xc*k_xc + k_1, in place in xc
+        if dx_from_batch:
             sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's (see above)
+            gx2 = scale[:, None] * (gy2 - sum_dy[:, None] / m - x_hat * (sum_dy_xhat[:, None] / m))
+            gx = from_channel_rows(gx2, self.shape)
+        elif need_x:
+            gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
+        return gx, ggamma if need_gamma else None, gbeta if need_beta else None
+
+    # --- NumPy: passes over blocks of channels on the worker threads (minires/cpu_kernels/norm.py)
+
+    def forward_cpu(self, x, weight, bias):
+        x2 = channel_rows(x)
+        m = None
+        if self.training:
+            mean, m = self._batch_mean(norm_kernels.row_sums(x2), x2.shape[1])
+            xc, sum_sq = norm_kernels.centre(x2, mean)
+            var = self._batch_var(sum_sq, m)
+            self._update_running_stats(mean, var, m)
+        else:
+            mean, var = self._running_statistics()
+            xc, _ = norm_kernels.centre(x2, mean, with_sum_sq=False)
+        inv_std = self._inv_std(var)
+        self.x2, self.mean = x2, mean
+        self._save(x.shape, weight, inv_std, m)
+        y2 = norm_kernels.scale_shift_(xc, inv_std if weight is None else inv_std * weight, bias)
+        return from_channel_rows(y2, x.shape)
+
+    def backward_cpu(self, gy):
+        gy2, inv_std = channel_rows(gy), self.inv_std
+        need_x, need_gamma, need_beta = self.needs_input_grad
+        scale = inv_std if self.weight is None else inv_std * self.weight
+        dx_from_batch = self.training and need_x  # training-mode dx needs both sums
+        gbeta, ggamma, xc = norm_kernels.grad_sums(gy2, self.x2, self.mean, inv_std,
+                                                   dx_from_batch or need_beta, dx_from_batch or need_gamma)
+        gx = None
+        if dx_from_batch:
+            sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)
             k_xc, k_1 = -scale * inv_std * sum_dy_xhat / self.m, -scale * sum_dy / self.m
-
-            def dx(r):
-                xc[r] *= k_xc[r, None]
-                xc[r] += k_1[r, None]
-                xc[r] += gy2[r] * scale[r, None]
-
-            for_each_row_block(dx, xc)
-            gx = from_channel_rows(xc, self.shape)
-        elif needs[0]:
+            gx = from_channel_rows(norm_kernels.input_grad_(xc, gy2, k_xc, k_1, scale), self.shape)
+        elif need_x:
             gx = gy * scale.reshape((1, -1) + (1,) * (gy.ndim - 2))
         return gx, ggamma, gbeta
 
-    # --- CuPy, training mode: the same formulas as fused kernels (minires/gpu_kernels.py)
+    # --- CuPy, training mode: the elementwise passes fused (minires/gpu_kernels.py)
 
     def forward_gpu(self, x, weight, bias):
-        if not self.training:  # eval mode is not in the training loop: the generic code
+        if not self.training:  # eval mode is not in the training loop: the reference
             return self.forward(x, weight, bias)
-        self.shape = x.shape
-        return from_channel_rows(gpu_kernels.batch_norm_forward(self, channel_rows(x), weight, bias), x.shape)
+        xp, x2 = get_array_module(x), channel_rows(x)
+        # The reductions stay library calls: hand-written ReductionKernels over only 16-64 rows
+        # (one per channel) measured up to 2.7x slower on an H100 than the generic code.
+        mean, m = self._batch_mean(x2.sum(axis=1), x2.shape[1])
+        xc = x2 - mean[:, None]
+        var = self._batch_var(xp.einsum("cm,cm->c", xc, xc), m)
+        if self.running_mean is not None:
+            gpu_kernels.batch_norm_update_running_stats(mean, var, self.momentum, m, self.running_mean, self.running_var)
+        inv_std = gpu_kernels.batch_norm_inv_std(var, self.eps)
+        self.x2, self.mean = x2, mean
+        self._save(x.shape, weight, inv_std, m)
+        return from_channel_rows(gpu_kernels.batch_norm_normalize(x2, mean, inv_std, weight, bias), x.shape)
 
     def backward_gpu(self, gy):
         if not self.training:
             return self.backward(gy)
-        gx2, ggamma, gbeta = gpu_kernels.batch_norm_backward(self, channel_rows(gy))
-        return (None if gx2 is None else from_channel_rows(gx2, self.shape)), ggamma, gbeta
+        xp, gy2, inv_std = get_array_module(gy), channel_rows(gy), self.inv_std
+        gbeta = gy2.sum(axis=1)                                                     # sum(dy)
+        ggamma = xp.einsum("cm,cm->c", gy2, self.x2 - self.mean[:, None]) * inv_std  # sum(dy * x_hat)
+        gx = None
+        if self.needs_input_grad[0]:
+            sum_dy, sum_dy_xhat = self._all_sum(gbeta, ggamma)  # gbeta, ggamma stay this rank's
+            gx2 = gpu_kernels.batch_norm_dx(gy2, self.x2, self.mean, inv_std, self.weight, sum_dy, sum_dy_xhat, self.m)
+            gx = from_channel_rows(gx2, self.shape)
+        return gx, ggamma, gbeta
 
 
 def _stat_array(name, stat, x):

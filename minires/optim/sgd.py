@@ -11,7 +11,8 @@ Python numbers, lists, dicts and NumPy arrays; ``minires.checkpoint`` writes it 
 import numpy as np
 
 from .._checks import check_real
-from ..backend import device_of, get_array_module, to_device, to_numpy
+from ..backend import device_of, to_device, to_numpy
+from ..engine import is_reference
 from .. import gpu_kernels
 
 __all__ = ["SGD"]
@@ -79,7 +80,7 @@ class SGD:
     The update is done in place on the backend arrays (NumPy or CuPy), in the parameter's own
     dtype: float32 stays float32 (hyper-parameters are cast to the array's dtype first, so no
     float64 temporary appears). Momentum buffers live on the parameter's device. On the GPU
-    the whole update of a parameter is one fused CuPy kernel (``gpu_kernels.sgd_kernels``) instead of
+    the whole update of a parameter is one fused CuPy kernel (``gpu_kernels.sgd_update``) instead of
     six to eight array operations: same formulas, one launch.
 
     Results agree with PyTorch to float32 rounding, not always to the last bit: PyTorch's
@@ -168,80 +169,17 @@ class SGD:
             if p.grad is None:
                 continue
             _check_grad(index, p)
-            self._update(index, p.data, p.grad, group)
-        return loss
-
-    def _update(self, index, param, grad, group):
-        """The update of one parameter array, in place. ``grad`` itself is never modified."""
-        if get_array_module(param) is not np:
-            return self._update_gpu(index, param, grad, group)
-        # Cast the hyper-parameters to the array's dtype: float32 · float32 stays float32,
-        # and an np.float64 lr (a schedule may compute one) cannot promote the update.
-        cast = param.dtype.type
-        lr = cast(group["lr"])
-        momentum, dampening = group["momentum"], group["dampening"]
-        weight_decay = group["weight_decay"]
-
-        d_p = grad       # the step direction; `owned` tells whether we may overwrite it
-        owned = False
-        if weight_decay != 0:
-            d_p = param * cast(weight_decay)   # λ·p, a new array ...
-            d_p += grad                         # ... plus g: PyTorch's grad.add(p, alpha=λ)
-            owned = True
-
-        if momentum != 0:
-            state = self.state.setdefault(index, {})
+            state = self.state.setdefault(index, {}) if group["momentum"] != 0 else {}
             buf = state.get("momentum_buffer")
-            if buf is None:
-                # First step: b = g, no dampening (PyTorch's rule). A weight-decayed d_p is
-                # already a fresh array, so it becomes the buffer without a copy; it is then
-                # no longer ours to overwrite.
-                buf = d_p if owned else d_p.copy()
+            if buf is not None:
+                _check_buffer(index, p.data, buf)
+            # CuPy data: the same update as one fused kernel (the reference switch keeps the NumPy form)
+            update = gpu_kernels.sgd_update if device_of(p.data) == "gpu" and not is_reference() else sgd_update
+            buf = update(p.data, p.grad, buf, group["lr"], group["momentum"], group["dampening"],
+                         group["weight_decay"], group["nesterov"])
+            if buf is not None:
                 state["momentum_buffer"] = buf
-            else:
-                _check_buffer(index, param, buf)
-                buf *= cast(momentum)
-                if dampening == 0:
-                    buf += d_p                           # (1 − 0)·g = g: skip a multiply
-                else:
-                    buf += cast(1 - dampening) * d_p
-            if group["nesterov"]:
-                look_ahead = buf * cast(momentum)        # g + μ·b, without touching g or b
-                look_ahead += d_p
-                d_p, owned = look_ahead, True
-            else:
-                d_p, owned = buf, False
-
-        if owned:
-            d_p *= lr             # reuse our temporary for lr·g
-            param -= d_p
-        else:
-            param -= lr * d_p     # g or b belong to someone else: one temporary for lr·g
-
-    def _update_gpu(self, index, param, grad, group):
-        """``_update`` on a CuPy array: the same formulas as one fused kernel (``gpu_kernels.sgd_kernels``).
-
-        On CuPy the NumPy-style code above launches 6 kernels per parameter for the paper's
-        SGD (momentum and weight decay), 8 with Nesterov; ResNet-20 has 65 parameter arrays,
-        ResNet-56 170, and each launch costs more than its arithmetic at these sizes.
-        """
-        cast = param.dtype.type
-        lr, weight_decay, momentum = cast(group["lr"]), cast(group["weight_decay"]), group["momentum"]
-        plain, with_momentum = gpu_kernels.sgd_kernels()
-        if momentum == 0:
-            plain(grad, lr, weight_decay, param)
-            return
-        state = self.state.setdefault(index, {})
-        buf = state.get("momentum_buffer")
-        first_step = buf is None
-        if first_step:
-            # PyTorch's first-step rule (b = g, no dampening) is applied by the kernel, which
-            # fills this new buffer.
-            buf = state["momentum_buffer"] = get_array_module(param).empty_like(param)
-        else:
-            _check_buffer(index, param, buf)
-        with_momentum(grad, lr, weight_decay, cast(momentum), cast(1 - group["dampening"]),
-                      group["nesterov"], first_step, param, buf)
+        return loss
 
     # --- checkpoints -------------------------------------------------------------------
 
@@ -326,6 +264,50 @@ class SGD:
                     lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def sgd_update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov):
+    """The update of one parameter array, in place (``SGD``'s docstring); returns the momentum
+    buffer (``buf`` updated in place, a new one on the first step when ``buf`` is None, None
+    without momentum). ``grad`` itself is never modified. ``gpu_kernels.sgd_update`` is the same
+    update fused into one CuPy kernel.
+    """
+    # Cast the hyper-parameters to the array's dtype: float32 · float32 stays float32,
+    # and an np.float64 lr (a schedule may compute one) cannot promote the update.
+    cast = param.dtype.type
+    lr = cast(lr)
+    d_p = grad       # the step direction; `owned` tells whether we may overwrite it
+    owned = False
+    if weight_decay != 0:
+        d_p = param * cast(weight_decay)   # λ·p, a new array ...
+        d_p += grad                         # ... plus g: PyTorch's grad.add(p, alpha=λ)
+        owned = True
+
+    if momentum != 0:
+        if buf is None:
+            # First step: b = g, no dampening (PyTorch's rule). A weight-decayed d_p is
+            # already a fresh array, so it becomes the buffer without a copy; it is then
+            # no longer ours to overwrite.
+            buf = d_p if owned else d_p.copy()
+        else:
+            buf *= cast(momentum)
+            if dampening == 0:
+                buf += d_p                           # (1 − 0)·g = g: skip a multiply
+            else:
+                buf += cast(1 - dampening) * d_p
+        if nesterov:
+            look_ahead = buf * cast(momentum)        # g + μ·b, without touching g or b
+            look_ahead += d_p
+            d_p, owned = look_ahead, True
+        else:
+            d_p, owned = buf, False
+
+    if owned:
+        d_p *= lr             # reuse our temporary for lr·g
+        param -= d_p
+    else:
+        param -= lr * d_p     # g or b belong to someone else: one temporary for lr·g
+    return buf
 
 
 def _is_parameter(x):

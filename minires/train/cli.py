@@ -1,4 +1,4 @@
-"""``python -m minires.train``: the command line, a thin layer over ``minires.train``.
+"""``python -m minires.train``: the command line, a thin layer over ``minires.train.trainer``.
 
 Every option of a run is generated from a field of ``TrainConfig`` (``--batch-size`` from
 ``batch_size``, with its default and help), so a default exists in one place only;
@@ -12,12 +12,12 @@ import pickle
 import sys
 from dataclasses import MISSING, fields
 
-from . import data as datasets
-from .threads import set_num_threads
-from .checkpoint import load_checkpoint
-from .config import TrainConfig, config_from_dict
-from .rundir import default_out, load_model, model_name
-from .train import Interrupted, NonFiniteLoss, evaluate, load_data, pixel_mean_of, train
+from .. import data as datasets
+from ..threads import set_num_threads
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig, config_from_dict
+from ..rundir import default_out, load_model, model_name
+from .trainer import Interrupted, NonFiniteLoss, evaluate, load_data, pixel_mean_of, train
 
 DESCRIPTION = ("Train a CIFAR-10 ResNet (He et al. 2015) with the paper's recipe. Defaults are the "
                "paper's: ResNet-20, option A shortcuts, SGD momentum 0.9, weight decay 1e-4, batch 128, "
@@ -215,6 +215,3 @@ def _run(args, cfg, given):
     train(cfg, resume=args.resume)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

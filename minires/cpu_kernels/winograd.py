@@ -1,7 +1,8 @@
 """3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016).
 
-A second algorithm for the convs that make up most of a CIFAR ResNet; ``conv.py`` (im2col)
-stays the reference and handles every other shape. Cut the zero-padded input into 4x4 tiles
+A second algorithm for the convs that make up most of a CIFAR ResNet, on NumPy data;
+``minires/ops/conv.py`` (im2col) stays the reference, and ``cpu_kernels/conv.py`` handles every
+other shape (``ops.conv.choose_algorithm`` picks). Cut the zero-padded input into 4x4 tiles
 ``d`` overlapping by 2 (tile (ty, tx) starts at row 2*ty, column 2*tx); each gives a 2x2 block
 of the output::
 
@@ -38,8 +39,8 @@ so the gradients are exactly those of the forward computation, and nothing but x
 import numpy as np
 
 from ..backend import get_array_module
-from ..engine import Function
-from .conv import batch_chunks, for_each_chunk
+from ..threads import parallel_map
+from .chunks import batch_chunks
 
 # The transforms as matrices: only the weight transform uses G as a matrix (it is tiny); the tests
 # use all three to check the additions below against the textbook formula.
@@ -250,63 +251,61 @@ def weight_transform_adjoint(du):
     return xp.einsum("ai,aboc,bj->ocij", g, du.reshape(4, 4, o, c), g, optimize=True)
 
 
-# ----------------------------------------------------------------------------- the op
+# ----------------------------------------------------------------------------- the kernels
 
-class Winograd2d(Function):
-    """The same y as ``conv.Conv2d`` for 3x3 kernels at stride 1, by F(2x2, 3x3) (module docstring).
+def _chunks(x, c, oh, ow):
+    """The batch's chunks (image slices) with about CHUNK_BYTES of V each."""
+    tiles_per_image = ((oh + 1) // 2 + 1) * ((ow + 1) // 2 + 1)
+    return batch_chunks(x.shape[0], 16 * c * tiles_per_image * x.dtype.itemsize, CHUNK_BYTES)
 
-    Forward: V = B^T d B, M = U @ V, y = A^T M A.  Backward: dM = A dY A^T, dW = G^T (dM @ V^T) G,
-    dx = B (U^T @ dM) B^T added back into the tiles and cropped; db = sum of dy.
+
+def winograd_forward(x, weight, bias, padding):
+    """(y, U): the conv's output (N, O, OH, OW), a view of channel-major memory as im2col's, and
+    the transformed weight U, which backward needs again.
+
+    Forward: V = B^T d B, M = U @ V, y = A^T M A, chunk by chunk on the worker threads.
     """
+    n, c, h, w = x.shape
+    o = weight.shape[0]
+    ph, pw = padding
+    oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
+    u = weight_transform(weight)
+    out = np.empty((o, n, oh, ow), dtype=x.dtype)  # channel-major, as im2col's output
 
-    def __init__(self, padding):
-        self.padding = padding
+    def chunk_forward(images):
+        grid = TileGrid(c, images.stop - images.start, oh, ow)
+        v = input_transform(to_parity_planes(x[images], grid, ph, pw), grid)
+        output_transform(np.matmul(u, v), grid, out[:, images])
 
-    def forward(self, x, weight, bias):
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
-        o = weight.shape[0]
-        ph, pw = self.padding
-        oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
-        u = weight_transform(weight)
-        out = xp.empty((o, n, oh, ow), dtype=x.dtype)  # channel-major, as conv.Conv2d's output
+    parallel_map(chunk_forward, _chunks(x, c, oh, ow))
+    if bias is not None:
+        out += bias[:, None, None, None]
+    return out.transpose(1, 0, 2, 3), u
 
-        def chunk_forward(chunk):
-            images, _ = chunk
-            grid = TileGrid(c, images.stop - images.start, oh, ow)
+
+def winograd_backward(x, u, gy, padding, needs_input_grad):
+    """(dx, dW, db), each None where ``needs_input_grad`` says no: dM = A dY A^T,
+    dW = G^T (dM @ V^T) G, dx = B (U^T @ dM) B^T added back into the tiles and cropped, db = sum dy."""
+    ph, pw = padding
+    n, c, h, w = x.shape
+    gy_c = gy.transpose(1, 0, 2, 3)  # (O, N, OH, OW): a view, contiguous when gy is channel-major
+    oh, ow = gy_c.shape[2:]
+    need_x, need_w, need_b = needs_input_grad
+    gx = np.empty((c, n, h, w), dtype=x.dtype) if need_x else None
+    u_t = u.transpose(0, 2, 1)
+
+    def chunk_backward(images):  # returns this chunk's share of dU^T (16, C, O)
+        grid = TileGrid(c, images.stop - images.start, oh, ow)
+        dm = output_transform_adjoint(gy_c[:, images], grid)
+        du_t = None
+        if need_w:
             v = input_transform(to_parity_planes(x[images], grid, ph, pw), grid)
-            output_transform(xp.matmul(u, v), grid, out[:, images])
+            du_t = v @ dm.transpose(0, 2, 1)  # dU^T = V @ dM^T, transposed as in conv.py's dW
+        if need_x:
+            from_parity_planes(input_transform_adjoint(u_t @ dm, grid), grid, ph, pw, gx[:, images])
+        return du_t
 
-        for_each_chunk(chunk_forward, batch_chunks(x, 16 * c, ((oh + 1) // 2 + 1) * ((ow + 1) // 2 + 1), CHUNK_BYTES), xp)
-        if bias is not None:
-            out += bias[:, None, None, None]
-        self.x, self.u = x, u
-        return out.transpose(1, 0, 2, 3)
-
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        x, u = self.x, self.u
-        ph, pw = self.padding
-        n, c, h, w = x.shape
-        o, _, oh, ow = gy.transpose(1, 0, 2, 3).shape
-        gy_c = gy.transpose(1, 0, 2, 3)  # (O, N, OH, OW): a view, contiguous when gy is channel-major
-        needs = self.needs_input_grad
-        gx = xp.empty((c, n, h, w), dtype=x.dtype) if needs[0] else None
-        u_t = u.transpose(0, 2, 1)
-
-        def chunk_backward(chunk):  # returns this chunk's share of dU^T (16, C, O)
-            images, _ = chunk
-            grid = TileGrid(c, images.stop - images.start, oh, ow)
-            dm = output_transform_adjoint(gy_c[:, images], grid)
-            du_t = None
-            if needs[1]:
-                v = input_transform(to_parity_planes(x[images], grid, ph, pw), grid)
-                du_t = v @ dm.transpose(0, 2, 1)  # dU^T = V @ dM^T, transposed as in conv.py's dW
-            if needs[0]:
-                from_parity_planes(input_transform_adjoint(u_t @ dm, grid), grid, ph, pw, gx[:, images])
-            return du_t
-
-        shares = for_each_chunk(chunk_backward, batch_chunks(x, 16 * c, ((oh + 1) // 2 + 1) * ((ow + 1) // 2 + 1), CHUNK_BYTES), xp)
-        gw = weight_transform_adjoint(sum(shares[1:], shares[0]).transpose(0, 2, 1)) if needs[1] else None
-        gb = gy_c.sum(axis=(1, 2, 3)) if needs[2] else None
-        return (None if gx is None else gx.transpose(1, 0, 2, 3), gw, gb)
+    shares = parallel_map(chunk_backward, _chunks(x, c, oh, ow))
+    gw = weight_transform_adjoint(sum(shares[1:], shares[0]).transpose(0, 2, 1)) if need_w else None
+    gb = gy_c.sum(axis=(1, 2, 3)) if need_b else None
+    return None if gx is None else gx.transpose(1, 0, 2, 3), gw, gb

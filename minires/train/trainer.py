@@ -1,4 +1,4 @@
-"""Training a CIFAR-10 ResNet with the paper's recipe: the library behind ``python -m minires.train``.
+"""Training a CIFAR-10 ResNet with the paper's recipe: the loop behind ``python -m minires.train``.
 
 The recipe (He et al. 2015, Sec. 4.2): SGD with momentum 0.9 and weight decay 1e-4, batch 128,
 lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k; per-pixel mean subtracted; 4-pixel
@@ -10,36 +10,33 @@ shape: the lr drops at 1/2 and 3/4 of the run unless ``milestones`` says otherwi
     Trainer(cfg).run()                           # the loop itself, epoch by epoch
 
 What a run writes, and reading it back: ``minires.rundir``. The options and their defaults:
-``minires.config.TrainConfig``. The command line: ``minires.cli``. A resumed run continues
+``minires.config.TrainConfig``. One step: ``minires.step.train_step``. The command line:
+``minires.train.cli``. A resumed run continues
 exactly as if it had never stopped: same batches, same augmentation, same result, bit for bit.
 """
 import contextlib
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import data as datasets
-from . import distributed
-from . import functional as F
-from .backend import check_device
-from .checkpoint import NonFiniteCheckpoint, load_checkpoint, save_checkpoint
-from .cpu_memory import keep_freed_memory
-from .config import TrainConfig, build_model, config_from_dict, config_to_dict
-from .engine import Tensor, no_grad
-from .optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
-from .optim.lr_scheduler import paper_milestones
-# METRIC_FIELDS and run_name are also re-exported: minires.train.<name> as before the split
-from .rundir import (METRIC_FIELDS, RunLock, clear_metrics, default_out, format_row,  # noqa: F401
-                     load_model, model_name, plot_curves, read_metrics, run_name, write_config, write_metrics)
-
-__all__ = ["TrainConfig", "Trainer", "train", "evaluate", "load_data", "plan", "make_schedule",
-           "pixel_mean_of", "NonFiniteLoss", "build_model", "config_from_dict", "load_model", "main"]
+from .. import data as datasets
+from .. import distributed
+from .. import functional as F
+from ..backend import check_device
+from ..checkpoint import NonFiniteCheckpoint, load_checkpoint, save_checkpoint
+from ..cpu_memory import keep_freed_memory
+from ..config import build_model, config_to_dict
+from ..engine import Tensor, no_grad
+from ..optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
+from ..optim.lr_scheduler import paper_milestones
+from ..rundir import (RunLock, clear_metrics, default_out, format_row, model_name, plot_curves, read_metrics,
+                      write_config, write_metrics)
+from ..step import train_step
 
 
 #: A CPU run whose remaining time, measured over its first ESTIMATE_AFTER steps, is above this
@@ -191,7 +188,7 @@ class Trainer:
         self.schedule = make_schedule(cfg, self.optimizer, self.milestones)
         self.graph_step = None
         if cfg.cuda_graph:
-            from .cuda_graph import CUDAGraphStep  # imports CuPy: only when asked for
+            from ..cuda_graph import CUDAGraphStep  # imports CuPy: only when asked for
             self.graph_step = CUDAGraphStep(self.model, self.optimizer)
         # Where the run stands; everything here goes into the checkpoint.
         self.epoch = 0              # epochs completed
@@ -247,7 +244,7 @@ class Trainer:
     # ---- one epoch
     def train_epoch(self, bar_factory):
         self.epoch_calls += 1
-        model, opt, totals = self.model, self.optimizer, self.totals
+        model, totals = self.model, self.totals
         self.loader.load_state_dict(self.epoch_rng)
         batches = self.loader.epoch(start_batch=self.batch_in_epoch)
         n_batches = min(len(self.loader) - self.batch_in_epoch, self.total - self.iteration)
@@ -259,24 +256,7 @@ class Trainer:
             if self.iteration >= self.total or self.stop_requested:
                 break
             self.schedule.step(self.iteration)
-            if self.graph_step is not None:
-                # The replay has already updated the parameters when the loss is read; the
-                # checkpoint on disk (saved each epoch) is still the last good one.
-                loss_data, errors = self.graph_step(xb, yb)
-                loss_value, errors, images = float(loss_data), int(errors), len(yb)
-                self._check_finite(loss_value)
-            else:
-                logits = model(Tensor(xb))
-                loss = F.cross_entropy(logits, yb)
-                loss_value = float(loss.item())
-                self._check_finite(loss_value)
-                opt.zero_grad()
-                loss.backward()
-                errors = int((logits.data.argmax(axis=1) != yb).sum())
-                # distributed: one allreduce averages the gradients and sums the whole batch's statistics
-                loss_sum, errors, images = self.dist.average_gradients(model, (loss_value * len(yb), errors, len(yb)))
-                loss_value, errors, images = loss_sum / images, int(errors), int(images)
-                opt.step()
+            loss_value, errors, images = self._step(xb, yb)
             totals.add(loss_value, errors, images)
             self.iteration += 1
             self.batch_in_epoch += 1
@@ -304,6 +284,27 @@ class Trainer:
                 f"left, at {step_s:.2f} s each on this CPU (measured over the first {ESTIMATE_AFTER}; other work "
                 f"on the machine slows it). To shorten it: {', '.join(ways)}, or --device gpu.")
         (bar.write if bar is not None else self.log)(text)
+
+    def _step(self, xb, yb):
+        """One training step on the batch: (mean loss, errors, images) of the whole batch."""
+        if self.graph_step is not None:
+            # The replay has already updated the parameters when the loss is read; the
+            # checkpoint on disk (saved each epoch) is still the last good one.
+            loss_data, errors = self.graph_step(xb, yb)
+            loss_value = float(loss_data)
+            self._check_finite(loss_value)
+            return loss_value, int(errors), len(yb)
+        batch = {}
+
+        def before_update(loss, errors):  # a non-finite loss stops the run before the update
+            loss_value = float(loss)
+            self._check_finite(loss_value)
+            # distributed: one allreduce averages the gradients and sums the whole batch's statistics
+            batch["sums"] = self.dist.average_gradients(self.model, (loss_value * len(yb), int(errors), len(yb)))
+
+        train_step(self.model, self.optimizer, Tensor(xb), yb, before_update)
+        loss_sum, errors, images = batch["sums"]
+        return loss_sum / images, int(errors), int(images)
 
     def _check_finite(self, loss_value):
         if not math.isfinite(loss_value):
@@ -464,16 +465,3 @@ def _plot(rows, cfg, log):
     except ImportError:
         log("curves.png not drawn: matplotlib is not installed (pip install 'minires[train]' adds it)")
 
-
-def __getattr__(name):
-    """The command line's names (``main``, ``build_parser``, ...) as they were before they moved
-    to ``minires.cli``, which builds on this module and so cannot be imported at its top."""
-    if name in ("main", "build_parser", "config_from_args", "eval_only"):
-        from . import cli
-        return getattr(cli, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-if __name__ == "__main__":  # python -m minires.train
-    from minires.cli import main
-    sys.exit(main())
