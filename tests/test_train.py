@@ -58,7 +58,7 @@ def test_cli_on_the_learners_subset_of_genuine_images(tmp_path, capsys):
     assert run_cli("--subset", "4000", "1000", "--iterations", "3", "--out", str(out)) == 0
     rows = T.read_metrics(out)
     assert rows[-1]["iteration"] == 3 and 0 <= rows[-1]["test_err"] <= 1
-    assert json.loads((out / "config.json").read_text())["data"]["sha256"] == T.datasets.SAMPLE_SHA256
+    assert json.loads((out / "config.json").read_text())["data"]["sha256"] == datasets.SAMPLE_SHA256
     assert "the learner's subset" in capsys.readouterr().out
     assert T.main(["--eval-only", str(out / "last.npz")]) == 0
 
@@ -68,7 +68,7 @@ def test_cli_on_a_cifar10_archive_records_its_identity_never_its_path(tmp_path, 
     out = tmp_path / "run"
     assert run_cli("--data-dir", str(path), "--subset", "300", "60", "--iterations", "3", "--out", str(out)) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["data"] == T.datasets.identity_of("cifar10", (arrays[0][:300], arrays[1][:300], arrays[2][:60],
+    assert config["data"] == datasets.identity_of("cifar10", (arrays[0][:300], arrays[1][:300], arrays[2][:60],
                                                                 arrays[3][:60]), [300, 60])
     assert "data_dir" not in config and str(folder) not in (out / "config.json").read_text()
     meta = load_checkpoint(out / "last.npz")["meta"]

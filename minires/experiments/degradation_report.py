@@ -117,6 +117,7 @@ def _figure7(args, summary):
 
 def _header(args, title, summary, budget, wall_s):
     """results.md's opening: the command, the budget, what the errors mean."""
+    identity = summary["data"]
     wall = f" Wall time of the training: {wall_s / 60:.1f} minutes." if wall_s else ""
     train_time = sum(t for net in summary["nets"].values() for t in net["train_time_s"].values())
     return (f"# Degradation experiment: {title}\n\n"
