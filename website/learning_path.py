@@ -48,7 +48,7 @@ NOTEBOOKS = (
              "residual *and* plain nets, bit for bit; where each block keeps its identity (a zero branch vs one "
              "specific point); shortcuts A/B/C; the bottleneck",
              "`BasicBlock.forward`; option A's shortcut"),
-    Notebook("05_degradation.ipynb", "Degradation: plain nets get worse with depth, residual nets do not",
+    Notebook("05_degradation.ipynb", "Degradation: do deeper plain nets train worse, and do shortcuts help?",
              "3 s (reads the committed results)",
              "the degradation experiment's training curves (the paper's Figure 6) as a mean over seeds with bands, "
              "the findings counted seed by seed, and the layer responses of the trained nets (Figure 7, log "
