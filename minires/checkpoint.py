@@ -11,6 +11,7 @@ Every ``state_dict()`` of minires is made of Python numbers, strings, lists, dic
 ``flatten_state`` / ``unflatten_state`` turn one into a flat ``{str: ndarray}`` mapping that
 ``np.savez`` can write (and ``np.load`` read back without pickle), and back.
 """
+import contextlib
 import json
 import numbers
 import os
@@ -46,14 +47,25 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, meta=None):
         raise NonFiniteCheckpoint(
             f"save_checkpoint: {len(bad)} arrays hold NaN or infinite values ({', '.join(bad[:5])}"
             f"{', ...' if len(bad) > 5 else ''}); {path} was not written")
+    with write_atomically(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+@contextlib.contextmanager
+def write_atomically(path, mode="w"):
+    """Open a temporary file of this writer's own beside ``path``; on success it replaces ``path``.
+
+    A crash, a kill or a full disk leaves the old file or the new one, never half of one, and the
+    temporary file is removed on every exit path. Used for checkpoints and the metrics files.
+    """
     directory, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")  # unique per writer
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is as readable as other files
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; these files are as readable as others
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

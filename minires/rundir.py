@@ -16,9 +16,8 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import time
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, write_atomically
 from .config import build_model, config_from_dict, config_to_dict
 
 METRIC_FIELDS = ("epoch", "iteration", "lr", "train_loss", "train_err", "val_loss", "val_err",
@@ -58,17 +57,8 @@ def write_metrics(out, rows):
     mixture, and never an epoch missing from the files that the checkpoint has.
     """
     def write(name, fill):
-        path = os.path.join(out, name)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                fill(f)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with write_atomically(os.path.join(out, name)) as f:
+            fill(f)
 
     def fill_csv(f):
         writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
