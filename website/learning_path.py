@@ -68,7 +68,7 @@ NOTEBOOKS = (
              "the ReLU gating the shortcut, `zero_init_residual`"),
     Notebook("10_training_recipe.ipynb", "The training recipe", "13 s",
              "the paper's recipe: the SGD step with momentum and weight decay, the lr schedule and the warm-up, "
-             "the augmentation on real images, the softmax-CE gradient $(p - y)/N$",
+             "the augmentation on CIFAR-10 images, the softmax-CE gradient $(p - y)/N$",
              "the SGD step"),
 )
 

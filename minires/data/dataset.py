@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .cifar10 import load_cifar10
+from .cifar10 import DownloadError, load_cifar10
 from .find import DataNotFoundError, find_or_download_cifar10
 from .synthetic import synthetic_cifar
 
@@ -108,8 +108,6 @@ def load_dataset(name="cifar10", subset=None, data_dir=None, *, download=True, s
         arrays = synthetic_cifar(*SYNTHETIC_SIZES, seed=seed)
         ident = identity_of("synthetic", arrays, seed=seed)
         return Dataset(*arrays, ident, describe(ident))
-    from .cifar10 import DownloadError  # here: one name, one place
-
     try:
         path = find_or_download_cifar10(data_dir, download, progress=progress)
     except (DataNotFoundError, DownloadError) as exc:
