@@ -54,14 +54,9 @@ def limit_blas_threads(n):
 
 
 def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    ensure_repo_on_path()
+    from minires.autotune import cpu_model as model  # the autotuner keys its cache by the same name
+    return model()
 
 
 def blas_description():
@@ -76,12 +71,16 @@ def blas_description():
             )
     except ImportError:
         pass
-    import numpy as np
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas.get('name')} {blas.get('version')} (kernel unknown: install threadpoolctl to see it)"
-    except Exception:
-        return "unknown (install threadpoolctl to see it)"
+    ensure_repo_on_path()
+    from minires.autotune import blas_description as build_config
+    return f"{build_config()} (kernel unknown: install threadpoolctl to see it)"
+
+
+def op_backward(ctx, gy):
+    """Run the backward the engine would run for this op: ``backward_cpu`` on NumPy data (the CPU
+    kernels), ``backward_gpu`` on CuPy data, ``backward`` (the reference) under use_reference.
+    Calling ``ctx.backward`` directly would time the reference, whatever the forward ran."""
+    return getattr(ctx, {"reference": "backward", "cpu": "backward_cpu", "gpu": "backward_gpu"}[ctx.path])(gy)
 
 
 def load_line():

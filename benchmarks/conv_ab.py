@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import step_ab  # noqa: E402  (openblas_setter, load_before)
+from _common import op_backward  # noqa: E402
 
 SHAPES = [(16, 16, 32, 1), (16, 32, 32, 2), (32, 32, 16, 1), (64, 64, 8, 1)]
 
@@ -58,7 +59,7 @@ def main():
 
         def run(conv2d, tensor, **kw):
             xt, wt = tensor(x, requires_grad=True), tensor(w, requires_grad=True)
-            return lambda: conv2d(xt, wt, stride=stride, padding=1, **kw)._ctx.backward(gy)
+            return lambda: op_backward(conv2d(xt, wt, stride=stride, padding=1, **kw)._ctx, gy)
 
         old = run(before_F.conv2d, before.Tensor)
         configs = {f"before, {how} 1 thread": (old, 1, 1), f"before, {how} 2 threads": (old, 1, 2) if before_pool else (old, 2, 1)}

@@ -20,7 +20,7 @@ if [ -n "${BEFORE:-}" ]; then before=(--before "$BEFORE"); fi
 
 if [ -z "${ROUND3_ONLY:-}" ]; then   # ROUND3_ONLY=1: round three's tables alone
 run benchmarks/ops_bench.py --threads 1 --clock cpu --repeats 12 | tee "$OUT/ops_1thread.txt"
-run benchmarks/winograd_shapes.py | tee "$OUT/winograd_shapes.txt"
+run benchmarks/autotune_shapes.py | tee "$OUT/autotune_shapes.txt"
 run benchmarks/ops_bench.py --threads 2 --repeats 12 | tee "$OUT/ops_2threads.txt"
 if [ -n "${BEFORE:-}" ]; then
   run benchmarks/conv_ab.py --before "$BEFORE" | tee "$OUT/conv_threads.txt"

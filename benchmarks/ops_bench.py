@@ -11,7 +11,7 @@ ratio minires / PyTorch; on the GPU the reference is PyTorch-CUDA when it is ava
 
 minires's inputs and upstream gradients are laid out as inside a minires network: NCHW
 views of channel-major (C, N, H, W) memory, as every conv output is (see ops/conv.py).
-The backward timed is the op's own ``backward`` (``y._ctx.backward(gy)``), i.e. what the
+The backward timed is the op's own backward (``op_backward(y._ctx, gy)``: the method the engine runs), i.e. what the
 op costs inside a network, without the engine copying the gradient into a leaf's ``.grad``.
 """
 import _common  # noqa: I001  (must run before numpy is imported: it sets the thread count)
@@ -120,7 +120,7 @@ def _conv_mr(x, w, gy, stride, algorithm):
 
         def run():
             y = F.conv2d(xt, wt, stride=stride, padding=1, algorithm=algorithm)
-            y._ctx.backward(gyd)
+            _common.op_backward(y._ctx, gyd)
         return run
     return make
 
@@ -135,7 +135,7 @@ def _bn_mr(x, gamma, beta, gy):
 
         def run():
             y = F.batch_norm(xt, rm, rv, gt, bt, training=True)
-            y._ctx.backward(gyd)
+            _common.op_backward(y._ctx, gyd)
         return run
     return make
 
@@ -147,7 +147,7 @@ def _relu_mr(x, gy):
 
         def run():
             y = F.relu(xt)
-            y._ctx.backward(gyd)
+            _common.op_backward(y._ctx, gyd)
         return run
     return make
 

@@ -43,13 +43,12 @@ def _batch(batch, seed=0):
 def _minires_step(depth, batch, device, threads, algorithm):
     sys.path.insert(0, ROOT)
     import minires
-    import minires.ops.conv
     from minires.models import cifar_resnet
     from minires.optim import SGD
     from minires.step import train_step
 
     minires.set_num_threads(threads)
-    minires.ops.conv.set_default_algorithm(algorithm)
+    minires.use_algorithm(algorithm)
     model = cifar_resnet(depth, seed=0).to(device)
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     x, y = _batch(batch)
@@ -246,7 +245,6 @@ def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     sys.path.insert(0, ROOT)
     import numpy as np
 
-    import minires.ops.conv
     from minires.engine import Function
     from minires.models import cifar_resnet
     from minires.optim import SGD
@@ -254,7 +252,7 @@ def profile(model, batch, steps, device, threads, algorithm, clock="wall"):
     import minires
 
     minires.set_num_threads(threads)
-    minires.ops.conv.set_default_algorithm(algorithm)
+    minires.use_algorithm(algorithm)
     sync = _cupy_sync if device == "gpu" else (lambda: None)
     now = time.thread_time if clock == "cpu" else time.perf_counter
     totals = {}
@@ -386,8 +384,9 @@ def main(argv=None):
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall time (default), or the main thread's CPU time: steadier on a loaded machine, "
                         "meaningful only with 1 thread (every framework then computes on its main thread)")
-    p.add_argument("--algorithm", choices=["auto", "im2col", "winograd"], default="auto",
-                   help="minires's conv algorithm (minires.ops.conv.set_default_algorithm; default auto)")
+    p.add_argument("--algorithm", choices=["auto", "im2col", "winograd", "winograd4"], default="auto",
+                   help="minires's conv algorithm (minires.use_algorithm; default auto: timed on this machine "
+                        "unless MINIRES_AUTOTUNE=0)")
     add_malloc_option(p)
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--child", nargs=4, metavar=("FRAMEWORK", "MODEL", "THREADS", "DEVICE"), help=argparse.SUPPRESS)

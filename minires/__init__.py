@@ -18,6 +18,7 @@ from .threads import get_num_threads, set_num_threads
 from .engine import Function, Tensor, is_grad_enabled, is_reference, no_grad, tensor, use_reference
 from . import functional
 functional.setup_tensor_methods()  # x + y, x.sum(), ...: the engine itself never imports the ops
+from .ops.conv import use_algorithm
 from .gradcheck import GradcheckError, gradcheck
 from . import data, models, nn, optim  # they build on the engine above
 from .summary import summary
@@ -25,7 +26,8 @@ from .summary import summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "use_reference", "is_reference", "gradcheck",
+    "Tensor", "tensor", "Function", "no_grad", "is_grad_enabled", "use_reference", "is_reference", "use_algorithm",
+    "gradcheck",
     "GradcheckError",
     "gpu_available", "get_array_module", "set_num_threads", "get_num_threads", "functional", "nn", "models",
     "optim", "data", "summary",

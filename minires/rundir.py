@@ -40,11 +40,12 @@ def default_out(cfg):
     return os.path.join("runs", run_name(cfg.plain, cfg.depth))
 
 
-def write_config(out, cfg, data=None):
-    """config.json: the options of the run and, under "data", the identity of its data set
-    (name, subset, content hash: ``minires.data.identity_of``), never the data's path."""
+def write_config(out, cfg, data=None, conv_algorithms=None):
+    """config.json: the options of the run; under "data", the identity of its data set (name,
+    subset, content hash: ``minires.data.identity_of``), never the data's path; under
+    "conv_algorithms", the conv kernel of each shape and direction (``minires.autotune``)."""
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({**config_to_dict(cfg), "data": data}, f, indent=2)
+        json.dump({**config_to_dict(cfg), "data": data, "conv_algorithms": conv_algorithms or {}}, f, indent=2)
 
 
 # --------------------------------------------------------------------------- metrics files

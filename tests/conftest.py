@@ -2,6 +2,7 @@
 ``cifar_archive`` a tiny CIFAR-10 archive in the official format; ``genuine_data`` marks the tests
 that need genuine CIFAR-10 images (from ``$MINIRES_DATA_DIR``)."""
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,12 @@ from cifar_archive import write_cifar_archive
 # The tests never touch the network: nothing is downloaded, in this process or in the commands and
 # notebooks it starts (they inherit the variable). The downloader's own tests use file:// URLs.
 os.environ["MINIRES_OFFLINE"] = "1"
+
+# conv2d's "auto" follows its fixed rule, for determinism: no timing decides a test's kernels.
+# `MINIRES_AUTOTUNE=1 python -m pytest` runs the suite with timing on; its choices then go to a
+# file of this session, never to the user's cache.
+os.environ.setdefault("MINIRES_AUTOTUNE", "0")
+os.environ.setdefault("MINIRES_AUTOTUNE_CACHE", os.path.join(tempfile.mkdtemp(prefix="minires-autotune-"), "autotune.json"))
 
 # Gradient checks are slow per example; a fixed, modest budget keeps the suite fast and stable.
 settings.register_profile(

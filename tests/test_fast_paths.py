@@ -93,10 +93,10 @@ def test_im2col_kernel_matches_the_reference(case, layout, n_threads, seed):
     _conv_check(case, layout, n_threads, seed, "im2col")
 
 
-@given(case=conv_cases(winograd=True), **common)
+@given(case=conv_cases(winograd=True), algorithm=st.sampled_from(["winograd", "winograd4"]), **common)
 @given_settings
-def test_winograd_kernel_matches_the_reference(case, layout, n_threads, seed):
-    _conv_check(case, layout, n_threads, seed, "winograd")
+def test_winograd_kernels_match_the_reference(case, algorithm, layout, n_threads, seed):
+    _conv_check(case, layout, n_threads, seed, algorithm)
 
 
 @given(shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5)),

@@ -140,11 +140,6 @@ def test_every_readme_command_has_a_test():
 
 #: Anything that names a folder outside the repository, by any spelling (.ci/run alone may).
 BESIDE = re.compile(r"\.\./shared|shared/data|[\"']shared[\"'],\s*[\"']data|cifar-10-sample|MINIRES_CIFAR_SAMPLE")
-#: The committed degradation evidence predates data identities: its runs' config.json, summary.json and
-#: results.md record the path of the sample it was trained on. Regenerating it with today's command
-#: (about 50 minutes of a quiet 2-core machine) replaces them with the data's identity; the strict
-#: xfail below then fails, as the reminder to empty this list.
-STALE_EVIDENCE = ("docs/degradation/cpu/",)
 
 
 def product_files():
@@ -161,17 +156,8 @@ def beside(files):
 
 def test_nothing_names_a_folder_beside_the_repository():
     """The product finds data through minires.data alone: README.md, minires/, notebooks/, docs/ and
-    benchmarks/ name no folder outside the repository (notebook 05's outputs and the evidence aside, below)."""
-    files = [(n, t) for n, t in product_files() if not n.startswith(STALE_EVIDENCE)
-             and n != "notebooks/05_degradation.ipynb"]
-    assert not beside(files), beside(files)[:10]
-
-
-@pytest.mark.xfail(strict=True, reason="the committed evidence (and notebook 05, which shows it) predates data "
-                                       "identities: regenerate it, then empty STALE_EVIDENCE")
-def test_the_committed_evidence_names_its_data_by_identity():
-    files = [(n, t) for n, t in product_files() if n.startswith(STALE_EVIDENCE)
-             or n == "notebooks/05_degradation.ipynb"]
+    benchmarks/ name no folder outside the repository, the committed evidence and notebooks' outputs included."""
+    files = product_files()
     assert not beside(files), beside(files)[:10]
 
 

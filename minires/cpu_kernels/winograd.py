@@ -1,34 +1,49 @@
-"""3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray 2016).
+"""3x3 stride-1 convolution by Winograd's minimal filtering F(m x m, 3x3) (Lavin & Gray 2016), m = 2 or 4.
 
-A second algorithm for the convs that make up most of a CIFAR ResNet, on NumPy data;
-``minires/ops/conv.py`` (im2col) stays the reference, and ``cpu_kernels/conv.py`` handles every
-other shape (``ops.conv.choose_algorithm`` picks). Cut the zero-padded input into 4x4 tiles
-``d`` overlapping by 2 (tile (ty, tx) starts at row 2*ty, column 2*tx); each gives a 2x2 block
-of the output::
+A second (and third) algorithm for the convs that make up most of a CIFAR ResNet, on NumPy
+data; ``minires/ops/conv.py`` (im2col) stays the reference, and ``cpu_kernels/conv.py`` handles
+every other shape (the autotuner, ``minires/autotune.py``, or a fixed rule picks). Cut the
+zero-padded input into a x a tiles ``d`` (a = m + 2) overlapping by 2 (tile (ty, tx) starts at
+row m*ty, column m*tx); each gives an m x m block of the output::
 
-    Y = A^T [ sum_c (G g G^T) * (B^T d B) ] A          (* is elementwise, over 4x4)
+    Y = A^T [ sum_c (G g G^T) * (B^T d B) ] A          (* is elementwise, over a x a)
 
-        B^T = [[1, 0, -1,  0],     G = [[1,    0,   0],     A^T = [[1, 1,  1,  0],
-               [0, 1,  1,  0],          [1/2, 1/2, 1/2],           [0, 1, -1, -1]]
-               [0, -1, 1,  0],          [1/2, -1/2, 1/2],
-               [0, 1,  0, -1]]          [0,    0,   1]]
+F(2x2, 3x3), "winograd" (a = 4: 16 products per 4 outputs, 2.25x fewer than im2col's 9 per output)::
 
-Each of the 16 positions (xi, nu) of the 4x4 products is an ordinary matrix product over
-channels, so one batched matmul does all of them::
+    B^T = [[1, 0, -1,  0],     G = [[1,    0,   0],     A^T = [[1, 1,  1,  0],
+           [0, 1,  1,  0],          [1/2, 1/2, 1/2],           [0, 1, -1, -1]]
+           [0, -1, 1,  0],          [1/2, -1/2, 1/2],
+           [0, 1,  0, -1]]          [0,    0,   1]]
 
-    U  (16, O, C)   = G g G^T            weight transform, once per call (tiny)
-    V  (16, C, T)   = B^T d B            input transform, T = tiles in the chunk
-    M  (16, O, T)   = U @ V              16 matmuls in one call
-    y               = A^T M A            output transform, written into the output's 2x2 blocks
+F(4x4, 3x3), "winograd4" (a = 6: 36 products per 16 outputs, 4x fewer than im2col), with the
+interpolation points 0, +-1, +-2 and infinity (Lavin & Gray's Table 2)::
 
-2.25x fewer multiplies than im2col (16 products per 4 outputs instead of 9 per output), and
-V is 4x the input where im2col's columns are 9x. B and A hold only 0 and +-1, so their
-transforms are additions of whole slices of the chunk (never a matmul with a 4x4 matrix),
-laid out so that each slice is contiguous (``TileGrid``).
+    B^T = [[4,  0, -5,  0, 1, 0],   G = [[ 1/4,     0,    0],   A^T = [[1, 1,  1, 1,  1, 0],
+           [0, -4, -4,  1, 1, 0],        [-1/6,  -1/6, -1/6],          [0, 1, -1, 2, -2, 0],
+           [0,  4, -4, -1, 1, 0],        [-1/6,   1/6, -1/6],          [0, 1,  1, 4,  4, 0],
+           [0, -2, -1,  2, 1, 0],        [1/24,  1/12,  1/6],          [0, 1, -1, 8, -8, 1]]
+           [0,  2, -1, -2, 1, 0],        [1/24, -1/12,  1/6],
+           [0,  4,  0, -5, 0, 1]]        [   0,     0,    1]]
+
+The price of the larger tile is float32 rounding: its transforms multiply by up to 8 and 5, so
+its error grows (measured in benchmarks/README.md, "Round four": a few times im2col's at a
+ResNet's shapes; ``tests/test_ops_winograd.py`` bounds it).
+
+Each of the a*a positions of the products is an ordinary matrix product over channels, so one
+batched matmul does all of them::
+
+    U  (a*a, O, C)  = G g G^T            weight transform, once per call (tiny)
+    V  (a*a, C, T)  = B^T d B            input transform, T = tiles in the chunk
+    M  (a*a, O, T)  = U @ V              a*a matmuls in one call
+    y               = A^T M A            output transform, written into the output's m x m blocks
+
+B and A are small integer matrices, so their transforms are sums of whole slices of the chunk
+times constants (``_combine``: an add or subtract for each +-1, never a matmul with a small
+matrix), laid out so that each slice is contiguous (``TileGrid``).
 
 Backward is the adjoint of every step, in reverse, with the same two batched matmuls::
 
-    dM  = A dY A^T                       (additions)
+    dM  = A dY A^T                       (sums of slices)
     dU  = sum over tiles dM @ V^T        -> dW = G^T dU G  (tiny)
     dV  = U^T @ dM                       -> dx = B dV B^T added back into the overlapping tiles
                                             (the adjoint of cutting tiles, like col2im), cropped
@@ -42,15 +57,28 @@ from ..backend import get_array_module
 from ..threads import parallel_map
 from .chunks import batch_chunks
 
-# The transforms as matrices: only the weight transform uses G as a matrix (it is tiny); the tests
-# use all three to check the additions below against the textbook formula.
-B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
-G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
 
-# Bytes of V (16 planes of transformed tiles) per chunk of the batch. Smaller than im2col's
-# chunks: the transforms make several passes over V, cheap only while it stays in cache.
-# Measured, forward + backward at 16->16 @32 px, 1 thread: 0.5 / 1 / 2 / 4 / 8 MB took
+class Transforms:
+    """The three matrices of F(m x m, 3x3); tiles are a x a with a = m + 2."""
+
+    def __init__(self, m, b_t, g, a_t):
+        self.m, self.a = m, m + 2
+        self.B_T, self.G, self.A_T = (np.array(t, dtype=np.float64) for t in (b_t, g, a_t))
+
+
+F2 = Transforms(2, b_t=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+                g=[[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]],
+                a_t=[[1, 1, 1, 0], [0, 1, -1, -1]])
+F4 = Transforms(4, b_t=[[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+                g=[[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                   [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+                a_t=[[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
+TRANSFORMS = {"winograd": F2, "winograd4": F4}  # the algorithm names of conv2d(..., algorithm=...)
+
+# Bytes of V (the transformed tiles) per chunk of the batch. Smaller than im2col's chunks: the
+# transforms make several passes over V, cheap only while it stays in cache. Measured for F(2x2),
+# forward + backward at 16->16 @32 px, 1 thread: 0.5 / 1 / 2 / 4 / 8 MB took
 # 30.6 / 25.4 / 24.8 / 26.6 / 102 ms (2 MB best or within noise at 1 and 2 threads on all shapes).
 CHUNK_BYTES = 2 * 2**20
 
@@ -60,208 +88,214 @@ def winograd_applies(weight_shape, stride):
     return tuple(weight_shape[2:]) == (3, 3) and tuple(stride) == (1, 1)
 
 
-# ----------------------------------------------------------------------------- the four transforms
+# ----------------------------------------------------------------------------- the transforms
 
-def _apply_b_t(d, out):
-    """out[a] = sum_k B^T[a, k] d[k] for a list of 4 equally shaped views: four adds, no products."""
-    xp = get_array_module(out[0])
-    xp.subtract(d[0], d[2], out=out[0])
-    xp.add(d[1], d[2], out=out[1])
-    xp.subtract(d[2], d[1], out=out[2])
-    xp.subtract(d[1], d[3], out=out[3])
+def _combine(matrix, inputs, outputs):
+    """outputs[i] = sum_k matrix[i, k] * inputs[k], for lists of equally shaped views.
 
-
-def _add_b(dt, d):
-    """d[k] += sum_a B^T[a, k] dt[a]: the adjoint of ``_apply_b_t``, accumulated, because the
-    views d[k] of neighbouring tiles overlap (as col2im accumulates overlapping windows)."""
-    d[0] += dt[0]
-    d[2] -= dt[0]
-    d[1] += dt[1]
-    d[2] += dt[1]
-    d[1] -= dt[2]
-    d[2] += dt[2]
-    d[1] += dt[3]
-    d[3] -= dt[3]
-
-
-def _apply_a_t(m, out0, out1):
-    """(out0, out1) = A^T (m[0], m[1], m[2], m[3]):  out0 = m0 + m1 + m2,  out1 = m1 - m2 - m3."""
-    xp = get_array_module(out0)
-    xp.add(m[0], m[1], out=out0)
-    out0 += m[2]
-    xp.subtract(m[1], m[2], out=out1)
-    out1 -= m[3]
+    One pass over memory per non-zero coefficient, and none spent on multiplying by +-1: a row
+    that starts with two +-1 terms is one ``add``/``subtract`` into its output (F(2x2)'s
+    transforms are then exactly the four-operation sums written out by hand before).
+    """
+    xp = get_array_module(outputs[0])
+    for i, row in enumerate(matrix):
+        terms = [(c, inputs[k]) for k, c in enumerate(row) if c != 0]
+        out, (c0, x0) = outputs[i], terms[0]
+        if len(terms) > 1 and abs(c0) == 1 and abs(terms[1][0]) == 1:
+            c1, x1 = terms.pop(1)
+            if c0 == 1:
+                (xp.add if c1 == 1 else xp.subtract)(x0, x1, out=out)
+            elif c1 == 1:
+                xp.subtract(x1, x0, out=out)
+            else:
+                xp.add(x0, x1, out=out)
+                xp.negative(out, out=out)
+        elif c0 == 1:
+            out[...] = x0
+        else:
+            xp.multiply(x0, c0, out=out)
+        for c, x in terms[1:]:
+            _add_scaled(out, c, x)
 
 
-def _apply_a(d0, d1, out):
-    """out = A (d0, d1), the adjoint of ``_apply_a_t``:  (d0, d0 + d1, d0 - d1, -d1)."""
-    xp = get_array_module(out)
-    out[0] = d0
-    xp.add(d0, d1, out=out[1])
-    xp.subtract(d0, d1, out=out[2])
-    xp.negative(d1, out=out[3])
+def _combine_adjoint(matrix, inputs, outputs):
+    """outputs[k] += sum_i matrix[i, k] * inputs[i]: the adjoint of ``_combine``, accumulated,
+    because the views outputs[k] of neighbouring tiles overlap (as col2im accumulates windows)."""
+    for i, row in enumerate(matrix):
+        for k, c in enumerate(row):
+            if c != 0:
+                _add_scaled(outputs[k], c, inputs[i])
+
+
+def _add_scaled(out, c, x):
+    """out += c * x, without a product for c = +-1."""
+    if c == 1:
+        out += x
+    elif c == -1:
+        out -= x
+    else:
+        out += c * x
 
 
 class TileGrid:
-    """Where the tiles of one chunk (C, n images, output OH x OW) live in memory.
+    """Where the tiles of one chunk (C, n images, output OH x OW) live in memory, for F(m x m, 3x3).
 
-    The zero-padded input P is kept as its four *parity planes* q[rp, cp] = P[:, :, rp::2, cp::2],
-    each (C, n, th + 1, tw + 1) with th = ceil(OH / 2), tw = ceil(OW / 2), stored flat one after
-    the other. Element (k, l) of tile (ty, tx) is P[2ty + k, 2tx + l] = q[k % 2, l % 2] at row
-    ty + k // 2, column tx + l // 2, i.e. at the flat position of (ty, tx) plus the constant
-    ``shift(k, l)``. So each of the 16 tile elements, for all tiles of the chunk at once, is one
+    The zero-padded input P is kept as its m*m *phase planes* q[rp, cp] = P[:, :, rp::m, cp::m],
+    each (C, n, th + 1, tw + 1) with th = ceil(OH / m), tw = ceil(OW / m), stored flat one after
+    the other. Element (k, l) of tile (ty, tx) is P[m*ty + k, m*tx + l] = q[k % m, l % m] at row
+    ty + k // m, column tx + l // m, i.e. at the flat position of (ty, tx) plus the constant
+    ``shift(k, l)``. So each of the a*a tile elements, for all tiles of the chunk at once, is one
     *contiguous* slice of a flat plane, and every transform is a handful of long contiguous
     adds (fast SIMD loops), where strided views over tiles gave short strided loops: the input
-    transform of the 16->16 @32 px conv (batch 128, 1 thread) took 10 ms with strided views,
-    3 ms on the flat planes, and Winograd went from 0.35-0.6x im2col's speed to 1.3-2x.
+    transform of the 16->16 @32 px conv (F(2x2), batch 128, 1 thread) took 10 ms with strided
+    views, 3 ms on the flat planes, and Winograd went from 0.35-0.6x im2col's speed to 1.3-2x.
 
     The price: tiles are indexed on the (th + 1) x (tw + 1) grid, whose last row and column
     are junk tiles (they wrap into the next row, image or channel). They are computed and
     discarded, and get zero gradient: (th + 1)(tw + 1) / (th * tw) times the tiles in the
-    matmul (1.13x at 32 px, 1.27x at 16 px, 1.56x at 8 px).
+    matmul (F(2x2): 1.13x at 32 px, 1.27x at 16 px, 1.56x at 8 px; F(4x4): 1.27x, 1.56x, 2.25x).
     """
 
-    def __init__(self, c, n, oh, ow):
-        self.c, self.n, self.oh, self.ow = c, n, oh, ow
-        self.th, self.tw = -(-oh // 2), -(-ow // 2)
+    def __init__(self, c, n, oh, ow, m=2):
+        self.c, self.n, self.oh, self.ow, self.m = c, n, oh, ow, m
+        self.th, self.tw = -(-oh // m), -(-ow // m)
         self.plane = (c, n, self.th + 1, self.tw + 1)
         self.tiles = n * (self.th + 1) * (self.tw + 1)  # tiles per channel, junk included
-        self.size = c * self.tiles  # one flat plane, or one of V's 16 planes
+        self.size = c * self.tiles  # one flat plane, or one of V's a*a planes
 
     def shift(self, k, l):
         """Flat offset of tile element (k, l) from the tile's own position."""
-        return (k // 2) * (self.tw + 1) + l // 2
+        return (k // self.m) * (self.tw + 1) + l // self.m
 
     def zero_planes(self, xp, dtype):
-        """Zeroed flat storage for the four parity planes, with room for the largest shift."""
-        return xp.zeros((2, 2, self.size + self.tw + 2), dtype=dtype)
+        """Zeroed flat storage for the m*m phase planes, with room for the largest shift."""
+        return xp.zeros((self.m, self.m, self.size + self.tw + 2), dtype=dtype)
 
 
-def _parity_slices(parity, pad, size):
-    """For the padded rows 2r + parity: (rows r of the parity plane, rows of x) they hold, where x
+def _phase_slices(phase, pad, size, m):
+    """For the padded rows m*r + phase: (rows r of the phase plane, rows of x) they hold, where x
     row = padded row - pad (the same for columns)."""
-    start = (parity - pad) % 2
-    count = len(range(start, size, 2))
-    first = (start + pad - parity) // 2
-    return slice(first, first + count), slice(start, size, 2)
+    start = (phase - pad) % m
+    count = len(range(start, size, m))
+    first = (start + pad - phase) // m
+    return slice(first, first + count), slice(start, size, m)
 
 
-def to_parity_planes(x, grid, ph, pw):
-    """x (n, C, H, W) -> the zero-padded input's four parity planes (see ``TileGrid``): four strided copies."""
+def to_phase_planes(x, grid, ph, pw):
+    """x (n, C, H, W) -> the zero-padded input's m*m phase planes (see ``TileGrid``): strided copies."""
     xp = get_array_module(x)
     q = grid.zero_planes(xp, x.dtype)
     xc = x.transpose(1, 0, 2, 3)
-    for rp in range(2):
-        rows, xrows = _parity_slices(rp, ph, x.shape[2])
-        for cp in range(2):
-            cols, xcols = _parity_slices(cp, pw, x.shape[3])
+    for rp in range(grid.m):
+        rows, xrows = _phase_slices(rp, ph, x.shape[2], grid.m)
+        for cp in range(grid.m):
+            cols, xcols = _phase_slices(cp, pw, x.shape[3], grid.m)
             q[rp, cp, :grid.size].reshape(grid.plane)[:, :, rows, cols] = xc[:, :, xrows, xcols]
     return q
 
 
-def from_parity_planes(dq, grid, ph, pw, gx):
-    """The adjoint of ``to_parity_planes``: gx (C, n, H, W) = the x positions of dq (padding dropped)."""
-    for rp in range(2):
-        rows, xrows = _parity_slices(rp, ph, gx.shape[2])
-        for cp in range(2):
-            cols, xcols = _parity_slices(cp, pw, gx.shape[3])
+def from_phase_planes(dq, grid, ph, pw, gx):
+    """The adjoint of ``to_phase_planes``: gx (C, n, H, W) = the x positions of dq (padding dropped)."""
+    for rp in range(grid.m):
+        rows, xrows = _phase_slices(rp, ph, gx.shape[2], grid.m)
+        for cp in range(grid.m):
+            cols, xcols = _phase_slices(cp, pw, gx.shape[3], grid.m)
             gx[:, :, xrows, xcols] = dq[rp, cp, :grid.size].reshape(grid.plane)[:, :, rows, cols]
 
 
-def input_transform(q, grid):
-    """Parity planes -> V (16, C, tiles): B^T d B for every 4x4 tile d.
+def input_transform(q, grid, tf):
+    """Phase planes -> V (a*a, C, tiles): B^T d B for every a x a tile d.
 
-    Rows first: t[a, cp] = sum_k B^T[a, k] (tile row k), four long adds for both column parities;
-    then the same along columns, written straight into V's 16 planes, all four rows a at once.
-    (Stacked views: one call per output row instead of one per parity or per row, a third of
+    Rows first: t[i, cp] = sum_k B^T[i, k] (tile row k), long sums for all column phases at
+    once; then the same along columns, written straight into V's planes, all rows i at once.
+    (Stacked views: one call per output row instead of one per phase or per row, a third of
     the NumPy calls, each of which holds the GIL; with two threads that bought 5-12 % per conv.)
     """
-    xp = get_array_module(q)
+    xp, a, m = get_array_module(q), tf.a, tf.m
     n_t = grid.size + 1  # t is read with column shifts 0 and 1
-    t = xp.empty((4, 2, n_t), dtype=q.dtype)
-    _apply_b_t([q[k % 2, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)], t)  # both parities at once
-    v = xp.empty((4, 4, grid.size), dtype=q.dtype)
-    _apply_b_t([t[:, l % 2, l // 2:l // 2 + grid.size] for l in range(4)], v.transpose(1, 0, 2))  # all 4 rows a at once
-    return v.reshape(16, grid.c, grid.tiles)
+    t = xp.empty((a, m, n_t), dtype=q.dtype)
+    _combine(tf.B_T, [q[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)], t)
+    v = xp.empty((a, a, grid.size), dtype=q.dtype)
+    _combine(tf.B_T, [t[:, l % m, l // m:l // m + grid.size] for l in range(a)], v.transpose(1, 0, 2))
+    return v.reshape(a * a, grid.c, grid.tiles)
 
 
-def input_transform_adjoint(dv, grid):
-    """dV (16, C, tiles) -> parity planes of d padded = sum over tiles of B dV B^T, added back
+def input_transform_adjoint(dv, grid, tf):
+    """dV (a*a, C, tiles) -> phase planes of d padded = sum over tiles of B dV B^T, added back
     at each tile's place (columns first, then rows: the reverse of ``input_transform``)."""
-    xp = get_array_module(dv)
+    xp, a, m = get_array_module(dv), tf.a, tf.m
     n_t = grid.size + 1
-    dv = dv.reshape(4, 4, grid.size)
-    dt = xp.zeros((4, 2, n_t), dtype=dv.dtype)
-    _add_b(dv.transpose(1, 0, 2), [dt[:, l % 2, l // 2:l // 2 + grid.size] for l in range(4)])
+    dv = dv.reshape(a, a, grid.size)
+    dt = xp.zeros((a, m, n_t), dtype=dv.dtype)
+    _combine_adjoint(tf.B_T, dv.transpose(1, 0, 2), [dt[:, l % m, l // m:l // m + grid.size] for l in range(a)])
     dq = grid.zero_planes(xp, dv.dtype)
-    _add_b(dt, [dq[k % 2, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(4)])
+    _combine_adjoint(tf.B_T, dt, [dq[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)])
     return dq
 
 
-def output_transform(m, grid, y):
-    """M (16, O, tiles) -> y (O, n, OH, OW), written in place: A^T m A for every tile, whose
-    2x2 block (i, j) lands in the strided view y[:, :, i::2, j::2] (junk tiles and, when OH or
-    OW is odd, the last half tiles dropped)."""
-    xp = get_array_module(m)
-    o = m.shape[1]
-    m = m.reshape(4, 4, o * grid.tiles)
-    z = xp.empty((2, 4, o * grid.tiles), dtype=m.dtype)  # A^T along rows, long flat adds
-    _apply_a_t(m, z[0], z[1])
-    block = xp.empty((2, 2, o * grid.tiles), dtype=m.dtype)  # then along columns, both rows i at once
-    _apply_a_t(z.transpose(1, 0, 2), block[:, 0], block[:, 1])
-    for i in range(2):
-        for j in range(2):
-            dst = y[:, :, i::2, j::2]
+def output_transform(mm, grid, tf, y):
+    """M (a*a, O, tiles) -> y (O, n, OH, OW), written in place: A^T M A for every tile, whose
+    m x m block (i, j) lands in the strided view y[:, :, i::m, j::m] (junk tiles and, when OH or
+    OW is not a multiple of m, the last part tiles dropped)."""
+    xp, a, m = get_array_module(mm), tf.a, tf.m
+    o = mm.shape[1]
+    mm = mm.reshape(a, a, o * grid.tiles)
+    z = xp.empty((m, a, o * grid.tiles), dtype=mm.dtype)  # A^T along rows, long flat sums
+    _combine(tf.A_T, mm, z)
+    block = xp.empty((m, m, o * grid.tiles), dtype=mm.dtype)  # then along columns, all rows i at once
+    _combine(tf.A_T, z.transpose(1, 0, 2), block.transpose(1, 0, 2))
+    for i in range(m):
+        for j in range(m):
+            dst = y[:, :, i::m, j::m]
             dst[...] = block[i, j].reshape((o,) + grid.plane[1:])[:, :, :dst.shape[2], :dst.shape[3]]
 
 
-def output_transform_adjoint(dy, grid):
-    """dy (O, n, OH, OW) -> dM (16, O, tiles) = A dY A^T for every tile's 2x2 block of dy
-    (zero for junk tiles and missing half tiles)."""
-    xp = get_array_module(dy)
+def output_transform_adjoint(dy, grid, tf):
+    """dy (O, n, OH, OW) -> dM (a*a, O, tiles) = A dY A^T for every tile's m x m block of dy
+    (zero for junk tiles and missing part tiles)."""
+    xp, a, m = get_array_module(dy), tf.a, tf.m
     o = dy.shape[0]
-    e = xp.zeros((2, 2, o) + grid.plane[1:], dtype=dy.dtype)
-    for i in range(2):
-        for j in range(2):
-            src = dy[:, :, i::2, j::2]
+    e = xp.zeros((m, m, o) + grid.plane[1:], dtype=dy.dtype)
+    for i in range(m):
+        for j in range(m):
+            src = dy[:, :, i::m, j::m]
             e[i, j, :, :, :src.shape[2], :src.shape[3]] = src
-    e = e.reshape(2, 2, o * grid.tiles)
-    z = xp.empty((4, 2, o * grid.tiles), dtype=dy.dtype)  # A along rows, both columns j at once
-    _apply_a(e[0], e[1], z)
-    dm = xp.empty((4, 4, o * grid.tiles), dtype=dy.dtype)  # then along columns, all 4 rows a at once
-    _apply_a(z[:, 0], z[:, 1], dm.transpose(1, 0, 2))
-    return dm.reshape(16, o, grid.tiles)
+    e = e.reshape(m, m, o * grid.tiles)
+    z = xp.empty((a, m, o * grid.tiles), dtype=dy.dtype)  # A along rows, all columns j at once
+    _combine(tf.A_T.T, e, z)
+    dm = xp.empty((a, a, o * grid.tiles), dtype=dy.dtype)  # then along columns, all rows at once
+    _combine(tf.A_T.T, z.transpose(1, 0, 2), dm.transpose(1, 0, 2))
+    return dm.reshape(a * a, o, grid.tiles)
 
 
-def weight_transform(weight):
-    """weight (O, C, 3, 3) -> U (16, O, C) = G g G^T for every (o, c)."""
+def weight_transform(weight, tf):
+    """weight (O, C, 3, 3) -> U (a*a, O, C) = G g G^T for every (o, c)."""
     xp = get_array_module(weight)
-    g = xp.asarray(G, dtype=weight.dtype)
+    g = xp.asarray(tf.G, dtype=weight.dtype)
     o, c = weight.shape[:2]
     # optimize=True: einsum as two BLAS products; its one naive loop took 0.57 ms at 64 channels (0.18 now)
-    return xp.einsum("ai,ocij,bj->aboc", g, weight, g, optimize=True).reshape(16, o, c)
+    return xp.einsum("ai,ocij,bj->aboc", g, weight, g, optimize=True).reshape(tf.a * tf.a, o, c)
 
 
-def weight_transform_adjoint(du):
-    """dU (16, O, C) -> dW (O, C, 3, 3) = G^T dU G."""
+def weight_transform_adjoint(du, tf):
+    """dU (a*a, O, C) -> dW (O, C, 3, 3) = G^T dU G."""
     xp = get_array_module(du)
-    g = xp.asarray(G, dtype=du.dtype)
+    g = xp.asarray(tf.G, dtype=du.dtype)
     o, c = du.shape[1:]
     # optimize=True as above: 1.64 ms -> 0.11 ms at 64 channels, on one thread while the pool waits
-    return xp.einsum("ai,aboc,bj->ocij", g, du.reshape(4, 4, o, c), g, optimize=True)
+    return xp.einsum("ai,aboc,bj->ocij", g, du.reshape(tf.a, tf.a, o, c), g, optimize=True)
 
 
 # ----------------------------------------------------------------------------- the kernels
 
-def _chunks(x, c, oh, ow):
+def _chunks(x, c, oh, ow, tf):
     """The batch's chunks (image slices) with about CHUNK_BYTES of V each."""
-    tiles_per_image = ((oh + 1) // 2 + 1) * ((ow + 1) // 2 + 1)
-    return batch_chunks(x.shape[0], 16 * c * tiles_per_image * x.dtype.itemsize, CHUNK_BYTES)
+    tiles_per_image = (-(-oh // tf.m) + 1) * (-(-ow // tf.m) + 1)
+    return batch_chunks(x.shape[0], tf.a * tf.a * c * tiles_per_image * x.dtype.itemsize, CHUNK_BYTES)
 
 
-def winograd_forward(x, weight, bias, padding):
-    """(y, U): the conv's output (N, O, OH, OW), a view of channel-major memory as im2col's, and
-    the transformed weight U, which backward needs again.
+def winograd_forward(x, weight, bias, padding, tf=F2):
+    """The conv's output (N, O, OH, OW), a view of channel-major memory as im2col's.
 
     Forward: V = B^T d B, M = U @ V, y = A^T M A, chunk by chunk on the worker threads.
     """
@@ -269,21 +303,21 @@ def winograd_forward(x, weight, bias, padding):
     o = weight.shape[0]
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
-    u = weight_transform(weight)
+    u = weight_transform(weight, tf)
     out = np.empty((o, n, oh, ow), dtype=x.dtype)  # channel-major, as im2col's output
 
     def chunk_forward(images):
-        grid = TileGrid(c, images.stop - images.start, oh, ow)
-        v = input_transform(to_parity_planes(x[images], grid, ph, pw), grid)
-        output_transform(np.matmul(u, v), grid, out[:, images])
+        grid = TileGrid(c, images.stop - images.start, oh, ow, tf.m)
+        v = input_transform(to_phase_planes(x[images], grid, ph, pw), grid, tf)
+        output_transform(np.matmul(u, v), grid, tf, out[:, images])
 
-    parallel_map(chunk_forward, _chunks(x, c, oh, ow))
+    parallel_map(chunk_forward, _chunks(x, c, oh, ow, tf))
     if bias is not None:
         out += bias[:, None, None, None]
-    return out.transpose(1, 0, 2, 3), u
+    return out.transpose(1, 0, 2, 3)
 
 
-def winograd_backward(x, u, gy, padding, needs_input_grad):
+def winograd_backward(x, weight, gy, padding, needs_input_grad, tf=F2):
     """(dx, dW, db), each None where ``needs_input_grad`` says no: dM = A dY A^T,
     dW = G^T (dM @ V^T) G, dx = B (U^T @ dM) B^T added back into the tiles and cropped, db = sum dy."""
     ph, pw = padding
@@ -292,20 +326,20 @@ def winograd_backward(x, u, gy, padding, needs_input_grad):
     oh, ow = gy_c.shape[2:]
     need_x, need_w, need_b = needs_input_grad
     gx = np.empty((c, n, h, w), dtype=x.dtype) if need_x else None
-    u_t = u.transpose(0, 2, 1)
+    u_t = weight_transform(weight, tf).transpose(0, 2, 1) if need_x else None  # tiny: recomputed, not saved
 
-    def chunk_backward(images):  # returns this chunk's share of dU^T (16, C, O)
-        grid = TileGrid(c, images.stop - images.start, oh, ow)
-        dm = output_transform_adjoint(gy_c[:, images], grid)
+    def chunk_backward(images):  # returns this chunk's share of dU^T (a*a, C, O)
+        grid = TileGrid(c, images.stop - images.start, oh, ow, tf.m)
+        dm = output_transform_adjoint(gy_c[:, images], grid, tf)
         du_t = None
         if need_w:
-            v = input_transform(to_parity_planes(x[images], grid, ph, pw), grid)
+            v = input_transform(to_phase_planes(x[images], grid, ph, pw), grid, tf)
             du_t = v @ dm.transpose(0, 2, 1)  # dU^T = V @ dM^T, transposed as in conv.py's dW
         if need_x:
-            from_parity_planes(input_transform_adjoint(u_t @ dm, grid), grid, ph, pw, gx[:, images])
+            from_phase_planes(input_transform_adjoint(u_t @ dm, grid, tf), grid, ph, pw, gx[:, images])
         return du_t
 
-    shares = parallel_map(chunk_backward, _chunks(x, c, oh, ow))
-    gw = weight_transform_adjoint(sum(shares[1:], shares[0]).transpose(0, 2, 1)) if need_w else None
+    shares = parallel_map(chunk_backward, _chunks(x, c, oh, ow, tf))
+    gw = weight_transform_adjoint(sum(shares[1:], shares[0]).transpose(0, 2, 1), tf) if need_w else None
     gb = gy_c.sum(axis=(1, 2, 3)) if need_b else None
     return None if gx is None else gx.transpose(1, 0, 2, 3), gw, gb

@@ -21,16 +21,17 @@ follow their inputs' memory order), so users only ever see ordinary NCHW tensors
 This is the reference, and what runs on the GPU (a GPU wants big kernels). On NumPy data the
 engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-sized chunks of
 the batch on the worker threads (``minires/cpu_kernels/conv.py``; the chunks alone are 1.04-1.7x
-faster on ResNet-20's shapes, ``chunks.py``), or, for the 3x3 stride-1 convs where it measured
-faster, Winograd's F(2x2, 3x3) (``minires/cpu_kernels/winograd.py``); ``conv2d(..., algorithm=...)``
-chooses between the two.
+faster on ResNet-20's shapes, ``chunks.py``), or, for the 3x3 stride-1 convs, Winograd's F(2x2, 3x3)
+or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
+"auto" times them on this machine, per direction (``minires/autotune.py``); ``use_algorithm``
+sets the policy.
 """
-import contextlib
-
 from .._checks import pair
 from ..backend import device_of
+from .. import autotune as autotune_policy
 from ..cpu_kernels import conv as im2col_kernels, winograd as winograd_kernels
 from ..engine import Function, as_tensor
+from ..threads import get_num_threads
 from .im2col import col2im, conv_output_size, im2col, pad_channel_major
 
 
@@ -39,7 +40,8 @@ class Conv2d(Function):
 
     dW = dy2 @ cols^T,   db = sum of dy over N, OH, OW,   dx = col2im(W^T @ dy2), cropped.
 
-    ``algorithm`` ("im2col" or "winograd", as ``conv2d`` resolved it) picks the CPU kernel.
+    ``algorithm`` (as ``conv2d`` resolved it) picks the CPU kernel; "auto" picks one per direction,
+    and ``self.algorithms`` says which ran ({"forward": ..., "input_grad": ..., "weight_grad": ...}).
     """
 
     def __init__(self, stride, padding, algorithm="im2col"):
@@ -76,43 +78,99 @@ class Conv2d(Function):
             gb = gy2.sum(axis=1)
         return gx, gw, gb
 
-    # --- NumPy: the kernels of minires/cpu_kernels (chunks on threads, or Winograd)
+    # --- NumPy: the kernels of minires/cpu_kernels (chunks on threads, or Winograd), one per direction
 
     def forward_cpu(self, x, weight, bias):
-        self.x, self.weight = x, weight
-        if self.algorithm == "winograd":
-            y, self.u = winograd_kernels.winograd_forward(x, weight, bias, self.padding)
-            return y
-        return im2col_kernels.conv2d_forward(x, weight, bias, self.stride, self.padding)
+        self.x, self.weight, self.algorithms = x, weight, {}
+        name = self._pick("forward", x, weight, lambda a: lambda: _forward_kernel(a, x, weight, bias, self.stride, self.padding))
+        return _forward_kernel(name, x, weight, bias, self.stride, self.padding)
 
     def backward_cpu(self, gy):
-        if self.algorithm == "winograd":
-            return winograd_kernels.winograd_backward(self.x, self.u, gy, self.padding, self.needs_input_grad)
-        return im2col_kernels.conv2d_backward(self.x, self.weight, gy, self.stride, self.padding,
-                                              self.needs_input_grad)
+        """dx and dW each by the algorithm chosen for its direction: one kernel call when both agree."""
+        x, weight, (need_x, need_w, need_b) = self.x, self.weight, self.needs_input_grad
+
+        def run(a, needs):
+            return lambda: _backward_kernel(a, x, weight, gy, self.stride, self.padding, needs)
+
+        for_x = self._pick("input_grad", x, weight, lambda a: run(a, (True, False, False))) if need_x else None
+        for_w = self._pick("weight_grad", x, weight, lambda a: run(a, (False, True, False))) if need_w else None
+        if for_x is None or for_w is None or for_x == for_w:
+            return run(for_x or for_w or "im2col", self.needs_input_grad)()
+        gx, _, gb = run(for_x, (True, False, need_b))()
+        return gx, run(for_w, (False, True, False))()[1], gb
+
+    def _pick(self, direction, x, weight, call_with):
+        """The requested algorithm, or for "auto" the autotuner's choice among those that apply
+        (``call_with(name)`` gives the call it times)."""
+        name = self.algorithm
+        if name == "auto":
+            names = ["im2col"] + (list(winograd_kernels.TRANSFORMS) if winograd_kernels.winograd_applies(weight.shape, self.stride) else [])
+            k = autotune_policy.key(direction, x.shape, weight.shape, self.stride, self.padding, x.dtype, get_num_threads())
+            name = autotune_policy.choose(k, {a: call_with(a) for a in names}, fixed_rule(x, weight, self.stride, self.padding))
+        self.algorithms[direction] = name
+        return name
 
 
-ALGORITHMS = ("auto", "im2col", "winograd")
-default_algorithm = "auto"  # what conv2d(..., algorithm=None) uses; set_default_algorithm changes it
+def _forward_kernel(name, x, weight, bias, stride, padding):
+    if name == "im2col":
+        return im2col_kernels.conv2d_forward(x, weight, bias, stride, padding)
+    return winograd_kernels.winograd_forward(x, weight, bias, padding, winograd_kernels.TRANSFORMS[name])
 
 
-def set_default_algorithm(name):
-    """Make ``name`` ("auto", "im2col" or "winograd") the algorithm of every conv2d call that does
-    not name one (nn.Conv2d's included), e.g. ``set_default_algorithm("im2col")`` to run no Winograd.
-    (``minires.use_reference()`` runs the reference im2col of this file alone, whatever the algorithm.)"""
-    global default_algorithm
-    default_algorithm = _check_algorithm("set_default_algorithm", name)
+def _backward_kernel(name, x, weight, gy, stride, padding, needs_input_grad):
+    if name == "im2col":
+        return im2col_kernels.conv2d_backward(x, weight, gy, stride, padding, needs_input_grad)
+    return winograd_kernels.winograd_backward(x, weight, gy, padding, needs_input_grad,
+                                              winograd_kernels.TRANSFORMS[name])
 
 
-@contextlib.contextmanager
-def use_algorithm(name):
-    """``with use_algorithm("im2col"): ...``: ``set_default_algorithm(name)`` inside the block only."""
-    previous = default_algorithm
-    set_default_algorithm(name)
-    try:
-        yield
-    finally:
-        set_default_algorithm(previous)
+ALGORITHMS = ("auto", "im2col", "winograd", "winograd4")
+default_algorithm = "auto"  # what conv2d(..., algorithm=None) uses; use_algorithm changes it
+
+
+class use_algorithm:
+    """The convolution algorithm policy: the one place that sets it.
+
+    ``use_algorithm("im2col")`` switches for the rest of the program; ``with use_algorithm(...):``
+    for one block only (the policy before it comes back at its end), as ``use_reference``.
+
+    * ``algorithm``: what a ``conv2d`` call that names none uses (``nn.Conv2d``'s included):
+      "auto" (the default), "im2col", "winograd" (F(2x2, 3x3)) or "winograd4" (F(4x4, 3x3)).
+    * ``autotune``: whether "auto" times the candidates on this machine (``minires/autotune.py``)
+      or follows the fixed rule (``fixed_rule``). Initially ``$MINIRES_AUTOTUNE`` (default 1).
+
+    Precedence, strongest first:
+
+    1. the reference switch (``minires.use_reference()``, ``$MINIRES_REFERENCE=1``): every conv
+       runs the reference im2col of this file, whatever was asked;
+    2. an algorithm named in the call, ``conv2d(..., algorithm="im2col")``, for all directions;
+    3. this policy's ``algorithm``, for calls that name none (or name None);
+    4. for "auto", per direction (forward, dx, dW): a choice pinned by a training run
+       (``autotune.pinned``: recorded in its config, reused by ``--resume``, rank 0's in a
+       distributed run), else this machine's cached or newly timed winner when ``autotune`` is
+       on, else ``fixed_rule``.
+
+    The environment variables give the initial values only; this call overrides them.
+    """
+
+    def __init__(self, algorithm=None, *, autotune=None):
+        global default_algorithm
+        if algorithm is not None:
+            _check_algorithm("use_algorithm", algorithm)
+        self._previous = default_algorithm, autotune_policy.is_enabled()
+        if autotune is not None:
+            autotune_policy.set_enabled(autotune)
+        if algorithm is not None:
+            default_algorithm = algorithm
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global default_algorithm
+        default_algorithm, enabled = self._previous
+        autotune_policy.set_enabled(enabled)
+        return False
 
 
 def _check_algorithm(fname, name):
@@ -121,15 +179,17 @@ def _check_algorithm(fname, name):
     return name
 
 
-def choose_algorithm(x, weight, stride, padding):
-    """"winograd" where it applies and measured faster than im2col, else "im2col" (what "auto" runs).
+def fixed_rule(x, weight, stride, padding):
+    """"winograd" (F(2x2, 3x3)) where it applies and measured faster than im2col on an AMD EPYC,
+    else "im2col": what "auto" runs when timing is off (``MINIRES_AUTOTUNE=0``, the tests).
 
-    Measured (1 thread, forward + backward, batch 128, benchmarks/README.md): Winograd is 1.3-2x
-    faster for 8 to 64 input channels at 8 px and more (every stride-1 conv of a CIFAR ResNet
-    but the first), slower for the 3-channel stem (0.3x: its dx is not needed, and Winograd's dy
-    transform costs more than im2col's small dW product) and at 128 channels on 8 px (0.84x:
-    the products dominate, and the 16 small ones run slower than im2col's one large one).
-    On the GPU im2col is the only path.
+    Measured there (1 thread, forward + backward, batch 128, benchmarks/README.md): Winograd is
+    1.3-2x faster for 8 to 64 input channels at 8 px and more (every stride-1 conv of a CIFAR
+    ResNet but the first), slower for the 3-channel stem (0.3x: its dx is not needed, and
+    Winograd's dy transform costs more than im2col's small dW product) and at 128 channels on
+    8 px (0.84x: the products dominate, and the 16 small ones run slower than im2col's one large
+    one). On another CPU other choices win (the autotuner's reason to exist). On the GPU im2col
+    is the only path.
     """
     if device_of(x) == "gpu" or not winograd_kernels.winograd_applies(weight.shape, stride):
         return "im2col"
@@ -164,16 +224,16 @@ def _check_inputs(x, weight, bias, padding):
 
 
 def _resolve_algorithm(algorithm, x, weight, stride, padding):
-    """The CPU kernel to run: "auto" and None resolved, "winograd" checked where it applies."""
+    """The algorithm asked for: None resolved to the policy's, a Winograd name checked where it
+    applies ("auto" is resolved per direction when the kernels run, ``Conv2d._pick``)."""
     algorithm = _check_algorithm("conv2d", default_algorithm if algorithm is None else algorithm)
-    if algorithm == "auto":
-        return choose_algorithm(x.data, weight.data, stride, padding)
-    if algorithm == "winograd":
+    if algorithm.startswith("winograd"):
         if device_of(x.data) == "gpu":
-            raise ValueError("conv2d: algorithm 'winograd' runs on NumPy (CPU) data only; use 'im2col' or 'auto' on the GPU")
+            raise ValueError(f"conv2d: algorithm {algorithm!r} runs on NumPy (CPU) data only; use 'im2col' or "
+                             "'auto' on the GPU")
         if not winograd_kernels.winograd_applies(weight.shape, stride):
             raise ValueError(
-                f"conv2d: algorithm 'winograd' needs a 3x3 kernel and stride 1, got weight shape "
+                f"conv2d: algorithm {algorithm!r} needs a 3x3 kernel and stride 1, got weight shape "
                 f"{weight.shape} and stride {stride} (use 'im2col' or 'auto')"
             )
     return algorithm
@@ -185,10 +245,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
     x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None; stride and padding are ints
     or (h, w) pairs. Returns (N, O, OH, OW) with OH = (H + 2*pad - kh) // stride + 1.
 
-    ``algorithm`` (minires only) picks the CPU kernel: "im2col" (any shape), "winograd"
-    (3x3 kernels at stride 1, NumPy data only), "auto" (Winograd on NumPy data where it applies
-    and measured faster, else im2col), or None for ``default_algorithm``. All give the
-    reference's numbers up to float rounding.
+    ``algorithm`` (minires only) picks the CPU kernel: "im2col" (any shape), "winograd" or
+    "winograd4" (Winograd's F(2x2, 3x3) or F(4x4, 3x3): 3x3 kernels at stride 1, NumPy data only),
+    "auto" (per direction, the fastest measured on this machine: ``minires/autotune.py``), or None
+    for the policy's default (``use_algorithm``, which also gives the precedence). All give the
+    reference's numbers up to float rounding (F(4x4)'s is larger: see its file).
     """
     x, weight = as_tensor(x), as_tensor(weight)
     bias = None if bias is None else as_tensor(bias)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import autotune
 from .. import data as datasets
 from .. import distributed
 from .. import functional as F
@@ -31,7 +32,7 @@ from ..backend import check_device
 from ..checkpoint import NonFiniteCheckpoint, load_checkpoint, save_checkpoint
 from ..cpu_memory import keep_freed_memory
 from ..config import build_model, config_to_dict
-from ..engine import Tensor, no_grad
+from ..engine import Tensor, is_reference, no_grad
 from ..optim import PAPER_TOTAL_ITERATIONS, PAPER_WARMUP_ERROR, PAPER_WARMUP_LR, SGD, MultiStepLR, WarmupUntil
 from ..optim.lr_scheduler import paper_milestones
 from ..rundir import (RunLock, clear_metrics, default_out, format_row, model_name, plot_curves, read_metrics,
@@ -201,6 +202,7 @@ class Trainer:
         self.stop_signal = None     # the signal that asked for the stop (SIGINT or SIGTERM)
         self.rows = []              # every epoch's metrics row so far: the checkpoint carries them
         self.epoch_calls = 0        # train_epoch calls in this process (the time estimate is made in the first)
+        self.conv_algorithms = {}   # the conv algorithm of each shape and direction (minires.autotune)
 
     # ---- checkpoints
     def meta(self):
@@ -208,7 +210,8 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "data": self.dataset.identity, "epoch": self.epoch, "iteration": self.iteration,
                 "batch_in_epoch": self.batch_in_epoch, "epoch_rng": self.epoch_rng["rng"],
                 "sums": [t.loss_sum, t.errors, t.images], "pixel_mean": self.mean,
-                "best_err": self.best_err if math.isfinite(self.best_err) else None, "rows": self.rows}
+                "best_err": self.best_err if math.isfinite(self.best_err) else None, "rows": self.rows,
+                "conv_algorithms": self.conv_algorithms}
 
     def save(self, name):
         path = os.path.join(self.cfg.out, name)
@@ -240,6 +243,25 @@ class Trainer:
         # longer run replaces); checkpoints before rows were stored: the metrics file's.
         rows = meta["rows"] if "rows" in meta else read_metrics(self.cfg.out, warn=self.log)
         self.rows = [r for r in rows if r["epoch"] <= self.epoch]
+        self.conv_algorithms = dict(meta.get("conv_algorithms", {}))  # reused: the same kernels, the same rounding
+
+    def choose_conv_algorithms(self):
+        """Decide every conv's algorithm before the first step, so that config.json records them.
+
+        Rank 0 runs one forward and backward of a fresh twin of the model on a random batch of
+        the step's size, inside ``autotune.pinned``: recorded choices (a resumed run's) stay, each
+        new (shape, direction) is timed or read from the cache. Every rank then follows rank 0's
+        table (distributed). On the GPU, or on the reference ops, there is nothing to choose.
+        """
+        if self.cfg.device != "cpu" or is_reference():
+            return
+        if self.dist.is_root:
+            with autotune.pinned(self.conv_algorithms):
+                twin = build_model(self.cfg, "cpu", seed=np.random.default_rng(0))
+                x = np.random.default_rng(0).standard_normal(
+                    (self.cfg.batch_size // self.dist.size,) + self.x_train.shape[1:]).astype(np.float32)
+                twin(Tensor(x)).sum().backward()
+        self.conv_algorithms = self.dist.all_gather(self.conv_algorithms)[0]  # distributed: rank 0's table
 
     # ---- one epoch
     def train_epoch(self, bar_factory):
@@ -431,8 +453,9 @@ def _train_locked(cfg, resume, log, dist, trainer):
         log(f"resuming {model_name(cfg.plain, cfg.depth)} from {last}: epoch {trainer.epoch}, iteration {trainer.iteration}")
     elif dist.is_root:  # distributed
         clear_metrics(cfg.out)
+    trainer.choose_conv_algorithms()
     if dist.is_root:  # distributed
-        write_config(cfg.out, cfg, trainer.dataset.identity)
+        write_config(cfg.out, cfg, trainer.dataset.identity, trainer.conv_algorithms)
     log(f"data: {trainer.dataset.description}")
     n_params = sum(p.numel() for p in trainer.model.parameters())
     log(f"{model_name(cfg.plain, cfg.depth)} ({n_params / 1e6:.2f}M parameters) on {cfg.device}; {len(trainer.x_train)} training "
@@ -442,7 +465,8 @@ def _train_locked(cfg, resume, log, dist, trainer):
         log(f"data-parallel over {dist.size} MPI ranks: {cfg.batch_size // dist.size} images per rank per step, "
             f"{'synchronised' if cfg.sync_bn else 'per-rank'} batch-norm statistics")
     try:
-        trainer.run()
+        with autotune.pinned(trainer.conv_algorithms, decide=dist.is_root):  # distributed: rank 0 decides
+            trainer.run()
     except NonFiniteLoss as e:
         kept = (f"The last finite checkpoint, {last} (iteration {load_checkpoint(last)['meta']['iteration']}), is "
                 "kept: --resume continues from it" if os.path.isfile(last) else "No checkpoint was written")

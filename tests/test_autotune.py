@@ -1,0 +1,180 @@
+"""The conv autotuner: timing, the cache file (per machine, atomic, shared by concurrent runs), the
+pinned tables that make runs reproducible, the policy's precedence, and the command line."""
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+import minires
+import minires.functional as F
+from minires import autotune
+from minires.autotune import __main__ as autotune_cli
+from minires.ops import conv
+from minires import train as T
+from minires.checkpoint import load_checkpoint
+
+TINY = ["--dataset", "synthetic", "--depth", "8", "--width", "4", "--batch-size", "32", "--train-limit", "64",
+        "--no-progress"]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh cache file, timing on, nothing decided yet in this process."""
+    path = tmp_path / "autotune.json"
+    monkeypatch.setenv("MINIRES_AUTOTUNE_CACHE", str(path))
+    monkeypatch.setattr(autotune, "_decided", {})
+    with minires.use_algorithm(autotune=True):
+        yield path
+
+
+def never(name):
+    def fail():
+        raise AssertionError(f"{name} was timed, but its choice should have come from elsewhere")
+    return fail
+
+
+def calls(log, name):
+    return lambda: log.append(name)
+
+
+def test_the_fastest_candidate_wins_and_the_cache_remembers_it(cache):
+    import time
+    log = []
+    slow = lambda: (log.append("slow"), time.sleep(0.01))  # noqa: E731
+    assert autotune.choose("forward k1", {"slow": slow, "fast": calls(log, "fast")}, rule="slow") == "fast"
+    assert log.count("fast") == 1 + autotune.REPEATS  # a warm-up, then the timed calls
+    entry = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]["forward k1"]
+    assert entry["algorithm"] == "fast" and entry["ms"]["slow"] >= 10
+    autotune._decided.clear()  # a new process: the file answers, nothing is timed again
+    assert autotune.choose("forward k1", {"slow": never("slow"), "fast": never("fast")}, rule="slow") == "fast"
+
+
+def test_another_machine_times_again(cache, monkeypatch):
+    log = []
+    autotune.choose("k", {"a": calls(log, "a"), "b": calls(log, "b")}, rule="a")
+    autotune._decided.clear()
+    monkeypatch.setattr(autotune, "machine_id", lambda: "another CPU | 64 cores | numpy 0 | blas 0")
+    log.clear()
+    autotune.choose("k", {"a": calls(log, "a"), "b": calls(log, "b")}, rule="a")
+    assert log, "a choice made on another machine was reused"
+    assert len(json.loads(cache.read_text())["machines"]) == 2
+
+
+def test_timing_off_follows_the_rule_and_writes_nothing(cache):
+    with minires.use_algorithm(autotune=False):
+        assert autotune.choose("k", {"a": never("a"), "b": never("b")}, rule="b") == "b"
+    assert not cache.exists()
+
+
+def test_pinned_tables_win_and_record_new_decisions(cache):
+    with autotune.pinned({"k1": "b"}) as table:
+        assert autotune.choose("k1", {"a": never("a"), "b": never("b")}, rule="a") == "b"
+        autotune.choose("k2", {"a": calls([], "a"), "b": calls([], "b")}, rule="a")
+        assert set(table) == {"k1", "k2"}
+    with autotune.pinned({}, decide=False) as table:  # a distributed rank other than 0
+        assert autotune.choose("k3", {"a": never("a"), "b": never("b")}, rule="b") == "b"
+        assert table == {"k3": "b"}
+    with autotune.pinned({"k1": "fft"}), pytest.raises(ValueError, match="recorded algorithm 'fft'"):
+        autotune.choose("k1", {"a": never("a")} | {"b": never("b")}, rule="a")
+
+
+def test_an_unreadable_cache_is_reported_and_replaced(cache, capsys):
+    cache.write_text("{not json")
+    autotune.choose("k", {"a": calls([], "a"), "b": calls([], "b")}, rule="a")
+    assert "ignoring the unreadable cache" in capsys.readouterr().err
+    assert "k" in json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]
+
+
+def _write_keys(path, first, count):
+    os.environ["MINIRES_AUTOTUNE_CACHE"] = path
+    for i in range(first, first + count):
+        autotune._update_cache(lambda mine, i=i: mine["choices"].__setitem__(f"k{i}", {"algorithm": "a", "ms": {}}))
+
+
+def test_concurrent_writers_keep_every_entry_and_a_valid_file(cache):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_keys, args=(str(cache), 100 * p, 25)) for p in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    choices = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]
+    assert set(choices) == {f"k{100 * p + i}" for p in range(4) for i in range(25)}
+    assert not [f for f in os.listdir(cache.parent) if f.startswith(".autotune-")]  # no temporary left
+
+
+def test_auto_chooses_per_direction_and_matches_the_reference(cache):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 8, 10, 10)), rng.standard_normal((8, 8, 3, 3))
+    xt, wt = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
+    y = F.conv2d(xt, wt, padding=1, algorithm="auto")
+    algorithms = y._ctx.algorithms
+    y.backward(np.ones(y.shape))
+    assert set(algorithms) == {"forward", "input_grad", "weight_grad"}
+    assert set(algorithms.values()) <= {"im2col", "winograd", "winograd4"}
+    choices = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]
+    assert len(choices) == 3 and all(set(c["ms"]) == {"im2col", "winograd", "winograd4"} for c in choices.values())
+    with minires.use_reference():
+        xr, wr = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
+        yr = F.conv2d(xr, wr, padding=1)
+        yr.backward(np.ones(yr.shape))
+    np.testing.assert_allclose(y.numpy(), yr.numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(xt.grad, xr.grad, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(wt.grad, wr.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_precedence_reference_then_the_call_then_pins(cache):
+    x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
+    with autotune.pinned({}) as table:
+        with minires.use_reference():  # 1. the reference: nothing is chosen, nothing timed
+            F.conv2d(x, w, padding=1)
+        assert table == {} and not cache.exists()
+        y = F.conv2d(minires.Tensor(x, requires_grad=True), w, padding=1, algorithm="winograd4")  # 2. the call's name
+        assert y._ctx.algorithms == {"forward": "winograd4"} and table == {}
+    k = autotune.key("forward", x.shape, w.shape, (1, 1), (1, 1), x.dtype, minires.get_num_threads())
+    with minires.use_algorithm("auto"), autotune.pinned({k: "winograd4"}):  # 4. a pin beats the cache
+        assert F.conv2d(minires.Tensor(x, requires_grad=True), w, padding=1)._ctx.algorithms == {"forward": "winograd4"}
+    assert not cache.exists()
+
+
+def test_a_run_records_its_choices_and_resume_reuses_them(cache, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert T.main([*TINY, "--iterations", "2", "--out", str(out)]) == 0
+    recorded = json.loads((out / "config.json").read_text())["conv_algorithms"]
+    assert recorded and all(k.split()[0] in autotune.DIRECTIONS for k in recorded)
+    assert load_checkpoint(out / "last.npz")["meta"]["conv_algorithms"] == recorded
+    # The cache now says otherwise, and timing would fail: the resumed run must follow its record.
+    changed = {k: ("im2col" if v != "im2col" else "winograd") for k, v in recorded.items() if " w" in k}
+    autotune._update_cache(lambda mine: mine["choices"].update(
+        {k: {"algorithm": v, "ms": {}} for k, v in changed.items()}))
+    autotune._decided.clear()
+    monkeypatch.setattr(autotune, "measure", lambda fn: (_ for _ in ()).throw(AssertionError("timed on resume")))
+    seen = []
+    real_choose = autotune.choose
+    monkeypatch.setattr(autotune, "choose", lambda k, c, rule: seen.append((k, real_choose(k, c, rule))) or seen[-1][1])
+    assert T.main([*TINY, "--iterations", "4", "--out", str(out), "--resume"]) == 0
+    assert seen and all(recorded[k] == choice for k, choice in seen)  # the twin met every shape the run meets
+    assert json.loads((out / "config.json").read_text())["conv_algorithms"] == recorded
+
+
+def test_the_command_line_prints_and_clears(cache, capsys):
+    autotune.choose("forward 8x10x10 w8x8x3x3 s1x1 p1x1 float64 t1", {"im2col": calls([], "i"), "winograd": calls([], "w")},
+                    rule="im2col")
+    assert autotune_cli.main([]) == 0
+    printed = capsys.readouterr().out
+    assert str(cache) in printed and autotune.machine_id() in printed and "forward 8x10x10" in printed
+    assert autotune_cli.main(["--clear"]) == 0
+    assert "cleared 1 choices" in capsys.readouterr().out
+    autotune_cli.main([])
+    assert "no choices yet" in capsys.readouterr().out
+
+
+def test_the_environment_gives_the_initial_value_only(monkeypatch):
+    monkeypatch.setenv("MINIRES_AUTOTUNE", "yes")
+    with pytest.raises(ValueError, match="MINIRES_AUTOTUNE must be 1"):
+        autotune._enabled_from_environment()
+    monkeypatch.setenv("MINIRES_AUTOTUNE", "0")
+    assert autotune._enabled_from_environment() is False
