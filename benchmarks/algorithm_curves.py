@@ -1,5 +1,6 @@
 """Does training notice F(4x4, 3x3)'s larger float32 rounding? The same ResNet-20 runs with every
-conv on one algorithm, side by side with the seeds' own spread.
+conv on one algorithm (``use_algorithm``: a Winograd one on every 3x3 stride-1 conv, im2col on the
+two stride-2 ones), side by side with the seeds' own spread.
 
     python benchmarks/algorithm_curves.py [--algorithms im2col winograd4] [--seeds 0 1] [--epochs 5]
 

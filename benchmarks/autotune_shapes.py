@@ -3,10 +3,11 @@
     python benchmarks/autotune_shapes.py [--threads 1 2] [--rounds 3] [--repeats 3]
 
 Per shape: forward + backward (dx only where the input needs it: the stem's does not) by im2col,
-Winograd F(2x2, 3x3), F(4x4, 3x3), and "auto", which times the three per direction on its first
-call (into a temporary cache file: the decision is made here, not read from an old one) and then
-runs its choices. Float32, median of rounds x repeats wall-clock calls in interleaved blocks. The
-target (issue 22): "auto" within 3 % of the best single algorithm on every shape.
+Winograd F(2x2, 3x3), F(4x4, 3x3), and "auto", which times the three (for the backward, every
+pair: dx by one, dW by another) on its first call (into a temporary cache file: the decision is
+made here, not read from an old one) and then runs its choices. Float32, median of rounds x
+repeats wall-clock calls in interleaved blocks. The target (issue 22): "auto" within 3 % of the
+best single algorithm on every shape.
 """
 import argparse
 import os
@@ -15,7 +16,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # this checkout's minires, installed or not
 from _common import header_lines, op_backward  # noqa: E402
 
 # (in channels, out channels, size, batch, input needs a gradient): every stride-1 conv of a

@@ -13,6 +13,7 @@ under load; meaningful at 1 thread only). Peak memory needs a fresh process: see
 import argparse
 import ctypes
 import importlib
+import importlib.util
 import os
 import shutil
 import statistics

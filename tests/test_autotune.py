@@ -106,7 +106,7 @@ def test_concurrent_writers_keep_every_entry_and_a_valid_file(cache):
     assert not [f for f in os.listdir(cache.parent) if f.startswith(".autotune-")]  # no temporary left
 
 
-def test_auto_chooses_per_direction_and_matches_the_reference(cache):
+def test_auto_chooses_forward_and_backward_and_matches_the_reference(cache):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((4, 8, 10, 10)), rng.standard_normal((8, 8, 3, 3))
     xt, wt = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
@@ -116,7 +116,11 @@ def test_auto_chooses_per_direction_and_matches_the_reference(cache):
     assert set(algorithms) == {"forward", "input_grad", "weight_grad"}
     assert set(algorithms.values()) <= {"im2col", "winograd", "winograd4"}
     choices = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]
-    assert len(choices) == 3 and all(set(c["ms"]) == {"im2col", "winograd", "winograd4"} for c in choices.values())
+    names = ("im2col", "winograd", "winograd4")
+    assert sorted(k.split()[0] for k in choices) == ["backward", "forward"]
+    assert all(set(c["ms"]) >= set(names) for c in choices.values())
+    pairs = {f"{a} for dx, {b} for dW" for a in names for b in names if a != b}
+    assert {n for k, c in choices.items() if k.startswith("backward") for n in c["ms"]} == set(names) | pairs
     with minires.use_reference():
         xr, wr = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
         yr = F.conv2d(xr, wr, padding=1)
@@ -124,6 +128,47 @@ def test_auto_chooses_per_direction_and_matches_the_reference(cache):
     np.testing.assert_allclose(y.numpy(), yr.numpy(), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(xt.grad, xr.grad, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(wt.grad, wr.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_a_split_backward_runs_each_gradient_by_its_algorithm(cache, monkeypatch):
+    """When timing says two kernels beat one, dx and dW come from different kernels, both right."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((3, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
+    gy = rng.standard_normal((3, 5, 9, 9))
+    fake_ms = iter(range(100, 0, -1))  # each candidate timed measures faster than the one before
+    monkeypatch.setattr(autotune, "measure", lambda fn: (fn(), next(fake_ms) / 1e3)[1])
+    real, runs = conv._backward_kernel, []
+    monkeypatch.setattr(conv, "_backward_kernel", lambda name, *a: runs.append((name, a[-1])) or real(name, *a))
+    xt, wt = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
+    y = F.conv2d(xt, wt, padding=1, algorithm="auto")
+    algorithms = y._ctx.algorithms  # filled in by backward (which then frees the op's state)
+    y.backward(gy)
+    # the last pair timed wins, and its one run after the timing is two kernels, one per gradient
+    assert algorithms == {"forward": "winograd4", "input_grad": "winograd4", "weight_grad": "winograd"}
+    assert runs[-2:] == [("winograd4", (True, False, False)), ("winograd", (False, True, False))]
+    xr, wr = minires.Tensor(x, requires_grad=True), minires.Tensor(w, requires_grad=True)
+    F.conv2d(xr, wr, padding=1, algorithm="im2col").backward(gy)
+    np.testing.assert_allclose(xt.grad, xr.grad, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(wt.grad, wr.grad, rtol=1e-9, atol=1e-9)
+
+
+def test_a_bias_only_backward_chooses_nothing(cache):
+    x, w, b = np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), minires.Tensor(np.zeros(4), requires_grad=True)
+    y = F.conv2d(x, w, b, padding=1, algorithm="auto")
+    y.backward(np.arange(y.size, dtype=float).reshape(y.shape))
+    np.testing.assert_array_equal(b.grad, np.arange(y.size, dtype=float).reshape(y.shape).sum(axis=(0, 2, 3)))
+    choices = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]
+    assert [k.split()[0] for k in choices] == ["forward"]  # nothing timed for a backward with no kernel
+
+
+def test_a_winograd_policy_runs_im2col_where_winograd_cannot():
+    x = minires.Tensor(np.ones((1, 4, 8, 8)), requires_grad=True)
+    with minires.use_algorithm("winograd4"):
+        assert F.conv2d(x, np.ones((4, 4, 3, 3)), padding=1)._ctx.algorithms == {"forward": "winograd4"}
+        assert F.conv2d(x, np.ones((4, 4, 3, 3)), stride=2, padding=1)._ctx.algorithms == {"forward": "im2col"}
+        assert F.conv2d(x, np.ones((4, 4, 1, 1)))._ctx.algorithms == {"forward": "im2col"}
+        with pytest.raises(ValueError, match="conv2d: algorithm 'winograd4' needs a 3x3 kernel and stride 1"):
+            F.conv2d(x, np.ones((4, 4, 3, 3)), stride=2, algorithm="winograd4")  # named in the call: strict
 
 
 def test_precedence_reference_then_the_call_then_pins(cache):

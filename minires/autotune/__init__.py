@@ -8,7 +8,9 @@ algorithm="auto")`` asks :func:`choose`, which times every candidate kernel once
 
     (direction, per-image input shape, weight shape, stride, padding, dtype, thread count)
 
-where the direction is "forward", "input_grad" (dx) or "weight_grad" (dW), and keeps the winner.
+where the direction is "forward", "backward" (dx and dW: every pair of algorithms, since one
+kernel doing both shares work that two kernels repeat), or "input_grad" (dx) or "weight_grad"
+(dW) alone when only one is needed (the first conv needs no dx), and keeps the winner.
 The batch size is not in the key: every CPU kernel works on cache-sized chunks of the batch, so
 its time per image no longer depends on the batch once the batch fills a chunk per thread (and a
 run's last, smaller batch then reuses the full batches' choice).
@@ -37,7 +39,10 @@ import time
 
 import numpy as np
 
-DIRECTIONS = ("forward", "input_grad", "weight_grad")
+DIRECTIONS = ("forward", "backward", "input_grad", "weight_grad")
+# The cache file's format. Bump it when the keys change meaning or a kernel's speed changes
+# (2: backward timed as (dx, dW) pairs; F(4x4) without float64 temporaries): older tables are re-timed.
+FORMAT = 2
 REPEATS = 2  # timed calls per candidate after one untimed warm-up; the faster of the two counts
 
 _enabled = None   # None: read MINIRES_AUTOTUNE at first use; else set by set_enabled
@@ -199,7 +204,7 @@ def _read_cache():
     try:
         with open(path) as f:
             data = json.load(f)
-        return data["machines"] if data.get("version") == 1 else {}
+        return data["machines"] if data.get("version") == FORMAT else {}
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, AttributeError) as e:
@@ -239,7 +244,7 @@ def _update_cache(change):
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".autotune-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump({"version": 1, "machines": machines}, f, indent=1, sort_keys=True)
+                json.dump({"version": FORMAT, "machines": machines}, f, indent=1, sort_keys=True)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

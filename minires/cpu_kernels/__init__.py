@@ -6,7 +6,7 @@ and where speed pays those are a one-line call into a module here:
 
 * ``chunks.py``: the batch in cache-sized chunks, run on the worker threads (``minires.threads``);
 * ``conv.py``: im2col convolution chunk by chunk, channel-major, on the threads;
-* ``winograd.py``: Winograd's F(2x2, 3x3), the second algorithm for 3x3 stride-1 convs;
+* ``winograd.py``: Winograd's F(2x2, 3x3) and F(4x4, 3x3), the other algorithms for 3x3 stride-1 convs;
 * ``norm.py``: batch norm's passes over channel rows, each thread on a block of channels;
 * ``elementwise.py``: ReLU and the residual add, each thread on a stretch of memory.
 

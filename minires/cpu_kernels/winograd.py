@@ -2,7 +2,7 @@
 
 A second (and third) algorithm for the convs that make up most of a CIFAR ResNet, on NumPy
 data; ``minires/ops/conv.py`` (im2col) stays the reference, and ``cpu_kernels/conv.py`` handles
-every other shape (the autotuner, ``minires/autotune.py``, or a fixed rule picks). Cut the
+every other shape (the autotuner, ``minires/autotune/``, or a fixed rule picks). Cut the
 zero-padded input into a x a tiles ``d`` (a = m + 2) overlapping by 2 (tile (ty, tx) starts at
 row m*ty, column m*tx); each gives an m x m block of the output::
 
@@ -64,6 +64,37 @@ class Transforms:
     def __init__(self, m, b_t, g, a_t):
         self.m, self.a = m, m + 2
         self.B_T, self.G, self.A_T = (np.array(t, dtype=np.float64) for t in (b_t, g, a_t))
+        # The sums the transforms compute, worked out once (``_combine``, ``_combine_adjoint``)
+        self.b_t_sums, self.a_t_sums, self.a_sums = _sums(self.B_T), _sums(self.A_T), _sums(self.A_T.T)
+        self.b_t_rows = _rows(self.B_T)
+
+
+def _rows(matrix):
+    """Each row's non-zero terms ((k, c), ...), with c a Python float: a NumPy float64 scalar
+    would run the float32 products in float64 (it made the Winograd backward 12 % slower)."""
+    return tuple(tuple((k, float(c)) for k, c in enumerate(row) if c != 0) for row in matrix)
+
+
+def _sums(matrix):
+    """How ``_combine`` computes out_i = sum_k matrix[i, k] x_k: per row (first, rest), where
+    ``first`` starts the sum in one pass and ``rest`` lists the terms (k, c) added after it.
+
+    first = (ufunc, k0, k1): x_k0 + x_k1 or x_k0 - x_k1, for a row with a +1 term and another +-1
+    (no product); else (None, k0, c0): c0 * x_k0. F(2x2)'s B^T is then four adds and subtracts,
+    as if written by hand. Decided here, once: the transforms run per chunk, and Python work
+    between their long NumPy calls costs more than its size (the calls evict the interpreter's
+    data from the caches; deciding each row per call made F(2x2)'s input transform 15 % slower).
+    """
+    sums = []
+    for terms in _rows(matrix):
+        terms = sorted(terms, key=lambda t: t[1] != 1)  # a +1 term first, if there is one
+        (k0, c0), rest = terms[0], tuple(terms[1:])
+        if c0 == 1 and rest and abs(rest[0][1]) == 1:
+            (k1, c1), rest = rest[0], rest[1:]
+            sums.append(((np.add if c1 == 1 else np.subtract, k0, k1), rest))
+        else:
+            sums.append(((None, k0, c0), rest))
+    return tuple(sums)
 
 
 F2 = Transforms(2, b_t=[[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
@@ -90,51 +121,40 @@ def winograd_applies(weight_shape, stride):
 
 # ----------------------------------------------------------------------------- the transforms
 
-def _combine(matrix, inputs, outputs):
-    """outputs[i] = sum_k matrix[i, k] * inputs[k], for lists of equally shaped views.
-
-    One pass over memory per non-zero coefficient, and none spent on multiplying by +-1: a row
-    that starts with two +-1 terms is one ``add``/``subtract`` into its output (F(2x2)'s
-    transforms are then exactly the four-operation sums written out by hand before).
-    """
-    xp = get_array_module(outputs[0])
-    for i, row in enumerate(matrix):
-        terms = [(c, inputs[k]) for k, c in enumerate(row) if c != 0]
-        out, (c0, x0) = outputs[i], terms[0]
-        if len(terms) > 1 and abs(c0) == 1 and abs(terms[1][0]) == 1:
-            c1, x1 = terms.pop(1)
-            if c0 == 1:
-                (xp.add if c1 == 1 else xp.subtract)(x0, x1, out=out)
-            elif c1 == 1:
-                xp.subtract(x1, x0, out=out)
-            else:
-                xp.add(x0, x1, out=out)
-                xp.negative(out, out=out)
-        elif c0 == 1:
-            out[...] = x0
+def _combine(sums, inputs, outputs):
+    """outputs[i] = sum_k M[i, k] * inputs[k] for lists of equally shaped views, M as ``_sums(M)``:
+    one pass over memory per term, none spent on multiplying by +-1."""
+    scratch = []  # one buffer for every c * x of this call (F(4x4) only), not a new array per term
+    for out, ((op, k0, b), rest) in zip(outputs, sums):
+        if op is None:
+            np.multiply(inputs[k0], b, out=out)
         else:
-            xp.multiply(x0, c0, out=out)
-        for c, x in terms[1:]:
-            _add_scaled(out, c, x)
+            op(inputs[k0], inputs[b], out=out)
+        for k, c in rest:
+            _add_scaled(out, c, inputs[k], scratch)
 
 
-def _combine_adjoint(matrix, inputs, outputs):
-    """outputs[k] += sum_i matrix[i, k] * inputs[i]: the adjoint of ``_combine``, accumulated,
-    because the views outputs[k] of neighbouring tiles overlap (as col2im accumulates windows)."""
-    for i, row in enumerate(matrix):
-        for k, c in enumerate(row):
-            if c != 0:
-                _add_scaled(outputs[k], c, inputs[i])
+def _combine_adjoint(rows, inputs, outputs):
+    """outputs[k] += sum_i c * inputs[i] over the terms (k, c) of rows[i]: the adjoint of
+    ``_combine``, accumulated, because the views outputs[k] of neighbouring tiles overlap (as
+    col2im accumulates windows)."""
+    scratch = []
+    for x, terms in zip(inputs, rows):
+        for k, c in terms:
+            _add_scaled(outputs[k], c, x, scratch)
 
 
-def _add_scaled(out, c, x):
-    """out += c * x, without a product for c = +-1."""
+def _add_scaled(out, c, x, scratch):
+    """out += c * x, without a product for c = +-1; ``scratch`` ([] or [buffer]) holds c * x."""
     if c == 1:
         out += x
     elif c == -1:
         out -= x
     else:
-        out += c * x
+        if not scratch:
+            scratch.append(np.empty(x.shape, dtype=x.dtype))
+        np.multiply(x, c, out=scratch[0])
+        out += scratch[0]
 
 
 class TileGrid:
@@ -214,9 +234,9 @@ def input_transform(q, grid, tf):
     xp, a, m = get_array_module(q), tf.a, tf.m
     n_t = grid.size + 1  # t is read with column shifts 0 and 1
     t = xp.empty((a, m, n_t), dtype=q.dtype)
-    _combine(tf.B_T, [q[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)], t)
+    _combine(tf.b_t_sums, [q[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)], t)
     v = xp.empty((a, a, grid.size), dtype=q.dtype)
-    _combine(tf.B_T, [t[:, l % m, l // m:l // m + grid.size] for l in range(a)], v.transpose(1, 0, 2))
+    _combine(tf.b_t_sums, [t[:, l % m, l // m:l // m + grid.size] for l in range(a)], v.transpose(1, 0, 2))
     return v.reshape(a * a, grid.c, grid.tiles)
 
 
@@ -227,9 +247,9 @@ def input_transform_adjoint(dv, grid, tf):
     n_t = grid.size + 1
     dv = dv.reshape(a, a, grid.size)
     dt = xp.zeros((a, m, n_t), dtype=dv.dtype)
-    _combine_adjoint(tf.B_T, dv.transpose(1, 0, 2), [dt[:, l % m, l // m:l // m + grid.size] for l in range(a)])
+    _combine_adjoint(tf.b_t_rows, dv.transpose(1, 0, 2), [dt[:, l % m, l // m:l // m + grid.size] for l in range(a)])
     dq = grid.zero_planes(xp, dv.dtype)
-    _combine_adjoint(tf.B_T, dt, [dq[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)])
+    _combine_adjoint(tf.b_t_rows, dt, [dq[k % m, :, grid.shift(k, 0):grid.shift(k, 0) + n_t] for k in range(a)])
     return dq
 
 
@@ -241,9 +261,9 @@ def output_transform(mm, grid, tf, y):
     o = mm.shape[1]
     mm = mm.reshape(a, a, o * grid.tiles)
     z = xp.empty((m, a, o * grid.tiles), dtype=mm.dtype)  # A^T along rows, long flat sums
-    _combine(tf.A_T, mm, z)
+    _combine(tf.a_t_sums, mm, z)
     block = xp.empty((m, m, o * grid.tiles), dtype=mm.dtype)  # then along columns, all rows i at once
-    _combine(tf.A_T, z.transpose(1, 0, 2), block.transpose(1, 0, 2))
+    _combine(tf.a_t_sums, z.transpose(1, 0, 2), block.transpose(1, 0, 2))
     for i in range(m):
         for j in range(m):
             dst = y[:, :, i::m, j::m]
@@ -262,9 +282,9 @@ def output_transform_adjoint(dy, grid, tf):
             e[i, j, :, :, :src.shape[2], :src.shape[3]] = src
     e = e.reshape(m, m, o * grid.tiles)
     z = xp.empty((a, m, o * grid.tiles), dtype=dy.dtype)  # A along rows, all columns j at once
-    _combine(tf.A_T.T, e, z)
+    _combine(tf.a_sums, e, z)
     dm = xp.empty((a, a, o * grid.tiles), dtype=dy.dtype)  # then along columns, all rows at once
-    _combine(tf.A_T.T, z.transpose(1, 0, 2), dm.transpose(1, 0, 2))
+    _combine(tf.a_sums, z.transpose(1, 0, 2), dm.transpose(1, 0, 2))
     return dm.reshape(a * a, o, grid.tiles)
 
 

@@ -39,7 +39,8 @@ class DataNotFoundError(FileNotFoundError):
 def cache_dir():
     """The user cache for data sets: ``$XDG_CACHE_HOME/minires``, else ``~/.cache/minires``.
 
-    The one folder minires creates for data, and only to download into it.
+    The one folder minires creates: data sets are downloaded into it, and the conv autotuner
+    keeps its table there (``autotune.json``, see ``minires.autotune.cache_path``).
     """
     cache = os.environ.get("XDG_CACHE_HOME")
     base = Path(cache).expanduser() if cache else Path.home() / ".cache"

@@ -23,8 +23,8 @@ engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-s
 the batch on the worker threads (``minires/cpu_kernels/conv.py``; the chunks alone are 1.04-1.7x
 faster on ResNet-20's shapes, ``chunks.py``), or, for the 3x3 stride-1 convs, Winograd's F(2x2, 3x3)
 or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
-"auto" times them on this machine, per direction (``minires/autotune.py``); ``use_algorithm``
-sets the policy.
+"auto" times them on this machine, per shape, for the forward and the backward
+(``minires/autotune/``); ``use_algorithm`` sets the policy.
 """
 from .._checks import pair
 from ..backend import device_of
@@ -40,8 +40,9 @@ class Conv2d(Function):
 
     dW = dy2 @ cols^T,   db = sum of dy over N, OH, OW,   dx = col2im(W^T @ dy2), cropped.
 
-    ``algorithm`` (as ``conv2d`` resolved it) picks the CPU kernel; "auto" picks one per direction,
-    and ``self.algorithms`` says which ran ({"forward": ..., "input_grad": ..., "weight_grad": ...}).
+    ``algorithm`` (as ``conv2d`` resolved it) picks the CPU kernel; "auto" picks per shape, for
+    the forward and for the backward, and ``self.algorithms`` says which ran
+    ({"forward": ..., "input_grad": ..., "weight_grad": ...}).
     """
 
     def __init__(self, stride, padding, algorithm="im2col"):
@@ -78,37 +79,58 @@ class Conv2d(Function):
             gb = gy2.sum(axis=1)
         return gx, gw, gb
 
-    # --- NumPy: the kernels of minires/cpu_kernels (chunks on threads, or Winograd), one per direction
+    # --- NumPy: the kernels of minires/cpu_kernels (chunks on threads, or Winograd), for each direction
 
     def forward_cpu(self, x, weight, bias):
         self.x, self.weight, self.algorithms = x, weight, {}
-        name = self._pick("forward", x, weight, lambda a: lambda: _forward_kernel(a, x, weight, bias, self.stride, self.padding))
-        return _forward_kernel(name, x, weight, bias, self.stride, self.padding)
+        calls = {a: (lambda a=a: _forward_kernel(a, x, weight, bias, self.stride, self.padding))
+                 for a in self._candidates(weight)}
+        name = self._pick("forward", x, weight, calls)
+        self.algorithms["forward"] = name
+        return calls[name]()
 
     def backward_cpu(self, gy):
-        """dx and dW each by the algorithm chosen for its direction: one kernel call when both agree."""
+        """dx and dW each by an algorithm, one kernel call when both agree.
+
+        "auto" times the backward as it will run: with both gradients needed, every pair
+        (dx's algorithm, dW's), because one kernel call shares work between them (Winograd
+        transforms dy once for both) that two calls repeat; choosing each alone picked pairs
+        slower than either kernel doing both.
+        """
         x, weight, (need_x, need_w, need_b) = self.x, self.weight, self.needs_input_grad
 
-        def run(a, needs):
-            return lambda: _backward_kernel(a, x, weight, gy, self.stride, self.padding, needs)
+        def run(for_x, for_w):
+            if for_x is None or for_w is None or for_x == for_w:
+                return _backward_kernel(for_x or for_w or "im2col", x, weight, gy, self.stride, self.padding,
+                                        self.needs_input_grad)
+            gx, _, gb = _backward_kernel(for_x, x, weight, gy, self.stride, self.padding, (True, False, need_b))
+            return gx, _backward_kernel(for_w, x, weight, gy, self.stride, self.padding, (False, True, False))[1], gb
 
-        for_x = self._pick("input_grad", x, weight, lambda a: run(a, (True, False, False))) if need_x else None
-        for_w = self._pick("weight_grad", x, weight, lambda a: run(a, (False, True, False))) if need_w else None
-        if for_x is None or for_w is None or for_x == for_w:
-            return run(for_x or for_w or "im2col", self.needs_input_grad)()
-        gx, _, gb = run(for_x, (True, False, need_b))()
-        return gx, run(for_w, (False, True, False))()[1], gb
+        if not (need_x or need_w):  # only db: no conv kernel to choose
+            return None, None, gy.sum(axis=(0, 2, 3)) if need_b else None
+        names = self._candidates(weight)
+        pairs = {a: (a if need_x else None, a if need_w else None) for a in names}
+        if need_x and need_w:
+            pairs.update({f"{a} for dx, {b} for dW": (a, b) for a in names for b in names if a != b})
+        direction = "backward" if need_x and need_w else "input_grad" if need_x else "weight_grad"
+        name = self._pick(direction, x, weight, {n: (lambda p=p: run(*p)) for n, p in pairs.items()})
+        for_x, for_w = pairs[name]
+        self.algorithms.update({d: a for d, a in (("input_grad", for_x), ("weight_grad", for_w)) if a})
+        return run(for_x, for_w)
 
-    def _pick(self, direction, x, weight, call_with):
-        """The requested algorithm, or for "auto" the autotuner's choice among those that apply
-        (``call_with(name)`` gives the call it times)."""
-        name = self.algorithm
-        if name == "auto":
-            names = ["im2col"] + (list(winograd_kernels.TRANSFORMS) if winograd_kernels.winograd_applies(weight.shape, self.stride) else [])
-            k = autotune_policy.key(direction, x.shape, weight.shape, self.stride, self.padding, x.dtype, get_num_threads())
-            name = autotune_policy.choose(k, {a: call_with(a) for a in names}, fixed_rule(x, weight, self.stride, self.padding))
-        self.algorithms[direction] = name
-        return name
+    def _candidates(self, weight):
+        """The kernels that could run: the requested one, or for "auto" all that apply."""
+        if self.algorithm != "auto":
+            return [self.algorithm]
+        return ["im2col"] + (list(winograd_kernels.TRANSFORMS) if winograd_kernels.winograd_applies(weight.shape, self.stride) else [])
+
+    def _pick(self, direction, x, weight, calls):
+        """The one candidate, or for "auto" the autotuner's choice among ``calls`` (name -> the call it times)."""
+        if self.algorithm != "auto":
+            return next(iter(calls))
+        k = autotune_policy.key(direction, x.shape, weight.shape, self.stride, self.padding, x.dtype, get_num_threads())
+        rule = fixed_rule(x, weight, self.stride, self.padding)
+        return autotune_policy.choose(k, calls, rule)
 
 
 def _forward_kernel(name, x, weight, bias, stride, padding):
@@ -136,7 +158,9 @@ class use_algorithm:
 
     * ``algorithm``: what a ``conv2d`` call that names none uses (``nn.Conv2d``'s included):
       "auto" (the default), "im2col", "winograd" (F(2x2, 3x3)) or "winograd4" (F(4x4, 3x3)).
-    * ``autotune``: whether "auto" times the candidates on this machine (``minires/autotune.py``)
+      A Winograd name runs where Winograd can (3x3 kernels, stride 1, NumPy data) and im2col on
+      every other conv, so a whole network can be switched; named in one call, it must apply.
+    * ``autotune``: whether "auto" times the candidates on this machine (``minires/autotune/``)
       or follows the fixed rule (``fixed_rule``). Initially ``$MINIRES_AUTOTUNE`` (default 1).
 
     Precedence, strongest first:
@@ -145,7 +169,7 @@ class use_algorithm:
        runs the reference im2col of this file, whatever was asked;
     2. an algorithm named in the call, ``conv2d(..., algorithm="im2col")``, for all directions;
     3. this policy's ``algorithm``, for calls that name none (or name None);
-    4. for "auto", per direction (forward, dx, dW): a choice pinned by a training run
+    4. for "auto", per shape for the forward and for the backward: a choice pinned by a training run
        (``autotune.pinned``: recorded in its config, reused by ``--resume``, rank 0's in a
        distributed run), else this machine's cached or newly timed winner when ``autotune`` is
        on, else ``fixed_rule``.
@@ -225,9 +249,14 @@ def _check_inputs(x, weight, bias, padding):
 
 def _resolve_algorithm(algorithm, x, weight, stride, padding):
     """The algorithm asked for: None resolved to the policy's, a Winograd name checked where it
-    applies ("auto" is resolved per direction when the kernels run, ``Conv2d._pick``)."""
-    algorithm = _check_algorithm("conv2d", default_algorithm if algorithm is None else algorithm)
-    if algorithm.startswith("winograd"):
+    applies ("auto" is resolved for the forward and the backward when the kernels run, ``Conv2d._pick``)."""
+    if algorithm is None:  # the policy's: a Winograd name means "where it applies", im2col elsewhere
+        algorithm = default_algorithm
+        if algorithm.startswith("winograd") and (device_of(x.data) == "gpu" or
+                                                 not winograd_kernels.winograd_applies(weight.shape, stride)):
+            return "im2col"
+    algorithm = _check_algorithm("conv2d", algorithm)
+    if algorithm.startswith("winograd"):  # asked for by this call: an error where it cannot run
         if device_of(x.data) == "gpu":
             raise ValueError(f"conv2d: algorithm {algorithm!r} runs on NumPy (CPU) data only; use 'im2col' or "
                              "'auto' on the GPU")
@@ -247,7 +276,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, algorithm=None):
 
     ``algorithm`` (minires only) picks the CPU kernel: "im2col" (any shape), "winograd" or
     "winograd4" (Winograd's F(2x2, 3x3) or F(4x4, 3x3): 3x3 kernels at stride 1, NumPy data only),
-    "auto" (per direction, the fastest measured on this machine: ``minires/autotune.py``), or None
+    "auto" (the fastest measured on this machine, forward and backward: ``minires/autotune/``), or None
     for the policy's default (``use_algorithm``, which also gives the precedence). All give the
     reference's numbers up to float rounding (F(4x4)'s is larger: see its file).
     """
