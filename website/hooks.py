@@ -121,16 +121,16 @@ def module_page(module):
     """The Markdown of one module's API page: its docstring and members, rendered by mkdocstrings."""
     lines = [f"# `{module}`", "", f"::: {module}", "    options:", "      show_root_heading: false",
              "      show_root_toc_entry: false"]
-    if is_package(module):
+    subs = [m for m in public_modules() if m.rsplit(".", 1)[0] == module and m != module]
+    if is_package(module) and subs:
         # a package's members are documented on its modules' pages: here its docstring and what it exports
+        # (a package without public modules, minires.autotune, is its own code: documented like a module)
         lines.append("      members: false")
         names = exported(module)
-        subs = [m for m in public_modules() if m.rsplit(".", 1)[0] == module and m != module]
         if names:
             lines += ["", "**Exported names** (`from " + module + " import ...`): "
                       + ", ".join(exported_link(module, n) for n in names) + "."]
-        if subs:
-            lines += ["", "**Modules:**", ""] + [f"- [`{m}`]({m}.md): {escape(first_line(m))}" for m in subs]
+        lines += ["", "**Modules:**", ""] + [f"- [`{m}`]({m}.md): {escape(first_line(m))}" for m in subs]
     return "\n".join(lines) + "\n"
 
 
