@@ -37,7 +37,7 @@ NOTEBOOKS = (
     Notebook("02_im2col_convolution.ipynb", "Convolution by im2col", "3–5 s",
              "picture the im2col matrix, check `F.conv2d` against loops, col2im as im2col's adjoint, the conv "
              "backward by hand; then Winograd F(2×2, 3×3), the second algorithm, by hand and against the library, "
-             "with its measured speed-up",
+             "with its measured speed-up; F(4×4, 3×3) and its float32 rounding; what the autotuner measured",
              "im2col with loops, then as a strided view"),
     Notebook("03_batch_norm.ipynb", "Batch normalization", "3 s",
              "BN's forward, its backward derived stage by stage (and checked three ways), training vs eval mode, "
