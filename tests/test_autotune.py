@@ -171,6 +171,20 @@ def test_a_winograd_policy_runs_im2col_where_winograd_cannot():
             F.conv2d(x, np.ones((4, 4, 3, 3)), stride=2, algorithm="winograd4")  # named in the call: strict
 
 
+def test_an_unwritable_cache_costs_only_the_cache(tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MINIRES_AUTOTUNE_CACHE", str(blocker / "autotune.json"))
+    monkeypatch.setattr(autotune, "_decided", {})
+    monkeypatch.setattr(autotune, "_unwritable", False)
+    x = minires.Tensor(np.ones((2, 4, 6, 6)), requires_grad=True)
+    with minires.use_algorithm(autotune=True):
+        for _ in range(2):  # the second conv decides from this process's memory, without a second warning
+            F.conv2d(x, np.ones((4, 4, 3, 3)), padding=1).sum().backward()
+    err = capsys.readouterr().err
+    assert err.count("minires.autotune: cannot write the cache") == 1 and str(blocker) in err
+
+
 def test_precedence_reference_then_the_call_then_pins(cache):
     x, w = np.ones((1, 2, 6, 6)), np.ones((2, 2, 3, 3))
     with autotune.pinned({}) as table:

@@ -48,6 +48,8 @@ REPEATS = 2  # timed calls per candidate after one untimed warm-up; the faster o
 _enabled = None   # None: read MINIRES_AUTOTUNE at first use; else set by set_enabled
 _decided = {}     # key -> algorithm, decided in this process (from the cache file or timed)
 _pins = []        # the stack of pinned tables (innermost last): [(table, decide)]
+_unwritable = False  # the cache file could not be written (warned once): decisions stay in this process
+_warned_unreadable = set()  # cache files already reported as unreadable
 
 
 def _enabled_from_environment():
@@ -126,10 +128,19 @@ def _cached(k, candidates):
 
 
 def _time_and_save(k, candidates):
+    """Time the candidates; keep the winner in the cache file when it can be written (a read-only
+    or full disk costs only the cache: this process keeps its decisions, with one warning)."""
+    global _unwritable
     times = {name: measure(fn) for name, fn in candidates.items()}
     best = min(times, key=times.get)
-    _update_cache(lambda mine: mine["choices"].__setitem__(
-        k, {"algorithm": best, "ms": {name: round(1e3 * t, 3) for name, t in times.items()}}))
+    if not _unwritable:
+        try:
+            _update_cache(lambda mine: mine["choices"].__setitem__(
+                k, {"algorithm": best, "ms": {name: round(1e3 * t, 3) for name, t in times.items()}}))
+        except OSError as e:
+            _unwritable = True
+            print(f"minires.autotune: cannot write the cache {cache_path()} ({e}); the conv algorithms are "
+                  "timed again in every new process (set MINIRES_AUTOTUNE_CACHE to a writable file)", file=sys.stderr)
     return best
 
 
@@ -205,11 +216,13 @@ def _read_cache():
         with open(path) as f:
             data = json.load(f)
         return data["machines"] if data.get("version") == FORMAT else {}
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, ValueError, KeyError, AttributeError) as e:
-        print(f"minires.autotune: ignoring the unreadable cache {path} ({e}); it will be rewritten",
-              file=sys.stderr)
+        if path not in _warned_unreadable:  # once per file, not once per conv shape
+            _warned_unreadable.add(path)
+            print(f"minires.autotune: ignoring the unreadable cache {path} ({e}); it will be rewritten",
+                  file=sys.stderr)
         return {}
 
 
