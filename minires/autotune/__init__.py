@@ -2,9 +2,9 @@
 
 As cuDNN's benchmark mode and oneDNN's primitive selection do: the fastest conv algorithm depends
 on the CPU, its caches and the BLAS, not only on the shape. A rule tuned on an AMD EPYC (Winograd
-1.5x faster than im2col on a ResNet-20 step) bought only 1.25x on an Intel Xeon, where another
-choice per shape was better (benchmarks/README.md, "Round four"). So ``conv2d(...,
-algorithm="auto")`` asks :func:`choose`, which times every candidate kernel once per
+1.5x faster than im2col on a ResNet-20 step) does not carry over: on a 2-core Intel Xeon, im2col
+was the faster kernel for every conv at 2 threads (benchmarks/README.md, "Round four"). So
+``conv2d(..., algorithm="auto")`` asks :func:`choose`, which times every candidate kernel once per
 
     (direction, per-image input shape, weight shape, stride, padding, dtype, thread count)
 

@@ -310,8 +310,8 @@ def weight_transform_adjoint(du, tf):
 
 def _chunks(x, c, oh, ow, tf):
     """The batch's chunks (image slices) with about CHUNK_BYTES of V each."""
-    tiles_per_image = (-(-oh // tf.m) + 1) * (-(-ow // tf.m) + 1)
-    return batch_chunks(x.shape[0], tf.a * tf.a * c * tiles_per_image * x.dtype.itemsize, CHUNK_BYTES)
+    v_per_image = tf.a * tf.a * TileGrid(c, 1, oh, ow, tf.m).size  # a*a planes of one image's tiles
+    return batch_chunks(x.shape[0], v_per_image * x.dtype.itemsize, CHUNK_BYTES)
 
 
 def winograd_forward(x, weight, bias, padding, tf=F2):

@@ -101,13 +101,13 @@ class Conv2d(Function):
 
         def run(for_x, for_w):
             if for_x is None or for_w is None or for_x == for_w:
-                return _backward_kernel(for_x or for_w or "im2col", x, weight, gy, self.stride, self.padding,
+                return _backward_kernel(for_x or for_w, x, weight, gy, self.stride, self.padding,
                                         self.needs_input_grad)
             gx, _, gb = _backward_kernel(for_x, x, weight, gy, self.stride, self.padding, (True, False, need_b))
             return gx, _backward_kernel(for_w, x, weight, gy, self.stride, self.padding, (False, True, False))[1], gb
 
-        if not (need_x or need_w):  # only db: no conv kernel to choose
-            return None, None, gy.sum(axis=(0, 2, 3)) if need_b else None
+        if not (need_x or need_w):  # only db: nothing to choose between, the im2col kernel sums dy
+            return _backward_kernel("im2col", x, weight, gy, self.stride, self.padding, self.needs_input_grad)
         names = self._candidates(weight)
         pairs = {a: (a if need_x else None, a if need_w else None) for a in names}
         if need_x and need_w:
@@ -203,6 +203,11 @@ def _check_algorithm(fname, name):
     return name
 
 
+def _winograd_runs(x, weight, stride):
+    """Whether a Winograd kernel can run this conv: NumPy data, a 3x3 kernel, stride 1."""
+    return device_of(x) != "gpu" and winograd_kernels.winograd_applies(weight.shape, stride)
+
+
 def fixed_rule(x, weight, stride, padding):
     """"winograd" (F(2x2, 3x3)) where it applies and measured faster than im2col on an AMD EPYC,
     else "im2col": what "auto" runs when timing is off (``MINIRES_AUTOTUNE=0``, the tests).
@@ -215,7 +220,7 @@ def fixed_rule(x, weight, stride, padding):
     one). On another CPU other choices win (the autotuner's reason to exist). On the GPU im2col
     is the only path.
     """
-    if device_of(x) == "gpu" or not winograd_kernels.winograd_applies(weight.shape, stride):
+    if not _winograd_runs(x, weight, stride):
         return "im2col"
     channels, (h, w) = x.shape[1], x.shape[2:]
     oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
@@ -252,8 +257,7 @@ def _resolve_algorithm(algorithm, x, weight, stride, padding):
     applies ("auto" is resolved for the forward and the backward when the kernels run, ``Conv2d._pick``)."""
     if algorithm is None:  # the policy's: a Winograd name means "where it applies", im2col elsewhere
         algorithm = default_algorithm
-        if algorithm.startswith("winograd") and (device_of(x.data) == "gpu" or
-                                                 not winograd_kernels.winograd_applies(weight.shape, stride)):
+        if algorithm.startswith("winograd") and not _winograd_runs(x.data, weight, stride):
             return "im2col"
     algorithm = _check_algorithm("conv2d", algorithm)
     if algorithm.startswith("winograd"):  # asked for by this call: an error where it cannot run

@@ -456,8 +456,8 @@ def _train_locked(cfg, resume, log, dist, trainer):
     start = time.perf_counter()
     trainer.choose_conv_algorithms()
     if trainer.conv_algorithms:  # the first run on a machine times the convs: a pause worth explaining
-        log(f"conv algorithms: {len(trainer.conv_algorithms)} (shape, direction) choices in "
-            f"{time.perf_counter() - start:.1f} s (timed once per machine, then cached: python -m minires.autotune)")
+        log(f"conv algorithms: {len(trainer.conv_algorithms)} (shape, direction) choices ready in "
+            f"{time.perf_counter() - start:.1f} s (timed once per machine and cached: python -m minires.autotune)")
     if dist.is_root:  # distributed
         write_config(cfg.out, cfg, trainer.dataset.identity, trainer.conv_algorithms)
     log(f"data: {trainer.dataset.description}")
