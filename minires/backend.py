@@ -51,7 +51,8 @@ def get_array_module(*arrays):
 
 def memory_order(array):
     """``array``'s axes from the slowest-varying in memory to the fastest: (1, 0, 2, 3) for an
-    NCHW view of channel-major memory, as minires's conv outputs are."""
+    NCHW view of channel-major memory, as the reference conv's outputs are; (0, 2, 3, 1) for
+    channels-last memory, as the CPU conv kernels' are."""
     return tuple(sorted(range(array.ndim), key=lambda axis: -abs(array.strides[axis])))
 
 

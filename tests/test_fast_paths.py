@@ -1,9 +1,9 @@
 """Every CPU fast path (minires/cpu_kernels) against its op's reference (minires/ops).
 
-For drawn shapes and settings, in both memory layouts (NCHW and channel-major, as conv outputs
-are) and on 1 and 3 threads, the same computation runs twice, under ``use_reference()`` and
+For drawn shapes and settings, in three memory layouts (NCHW; channel-major, as the reference
+conv's outputs are; channels-last, as the CPU conv kernels' are) and on 1 and 3 threads, the same computation runs twice, under ``use_reference()`` and
 on the fast path, and the outputs and every input gradient must agree to float64 rounding.
-Chunks are forced small and the threads' size threshold to zero, so that the chunk loops and
+Chunks and batch norm's blocks are forced small and the threads' size threshold to zero, so that the chunk loops and
 the thread splits really run on these small shapes. The engine's choice is checked too: the
 reference run must record path "reference", the fast one "cpu".
 """
@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import minires
 import minires.cpu_kernels.conv as conv_kernels
+import minires.cpu_kernels.norm as norm_kernels
 import minires.cpu_kernels.winograd as winograd_kernels
 import minires.functional as F
 import minires.threads as threads
@@ -21,42 +22,49 @@ from minires import Tensor, use_reference
 from opcheck import given_settings, rng_for
 
 CLOSE = dict(rtol=1e-9, atol=1e-11)  # float64: only the order of the sums differs
-LAYOUTS = ("nchw", "channel-major")
+LAYOUTS = ("nchw", "channel-major", "channels-last")
 
 
 def in_layout(a, layout):
-    """``a`` (N, C, ...) as C-contiguous memory, or as channel-major (C, N, ...) memory seen as NCHW."""
+    """``a`` (N, C, ...) as C-contiguous memory, as channel-major (C, N, ...) memory or as
+    channels-last (N, ..., C) memory, seen as (N, C, ...)."""
     if layout == "nchw" or a.ndim < 2:
         return np.ascontiguousarray(a)
-    order = (1, 0) + tuple(range(2, a.ndim))
-    return np.ascontiguousarray(a.transpose(order)).transpose(order)
+    if layout == "channel-major":
+        order = inverse = (1, 0) + tuple(range(2, a.ndim))
+    else:
+        order = (0,) + tuple(range(2, a.ndim)) + (1,)
+        inverse = tuple(int(i) for i in np.argsort(order))
+    return np.ascontiguousarray(a.transpose(order)).transpose(inverse)
 
 
-def run(fn, arrays, gy_seed):
-    """(output, gradients of every array input) of ``fn`` on Tensors of ``arrays``, and the path it took."""
+def run(fn, arrays, gy_seed, gy_layout):
+    """(output, gradients of every array input) of ``fn`` on Tensors of ``arrays``, and the path it
+    took; dy comes in ``gy_layout``, whatever y's."""
     tensors = [None if a is None else Tensor(a, requires_grad=True) for a in arrays]
     y = fn(*tensors)
     path = y.grad_fn.path  # before backward frees the op
-    y.backward(in_layout(rng_for(gy_seed).standard_normal(y.shape), "nchw"))
+    y.backward(in_layout(rng_for(gy_seed).standard_normal(y.shape), gy_layout))
     return y.numpy(), [None if t is None else t.grad for t in tensors], path
 
 
-def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1):
+def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1, gy_layout="nchw"):
     """Run ``fn`` on the reference and on the fast path (small chunks, every array split among
     ``n_threads`` threads) and compare."""
     saved = (minires.get_num_threads(), threads.MIN_SPLIT_BYTES, conv_kernels.CHUNK_BYTES,
-             winograd_kernels.CHUNK_BYTES)
+             winograd_kernels.CHUNK_BYTES, norm_kernels.BLOCK_BYTES)
     try:
         minires.set_num_threads(n_threads)
         threads.MIN_SPLIT_BYTES = 0
-        conv_kernels.CHUNK_BYTES = winograd_kernels.CHUNK_BYTES = chunk_bytes
+        conv_kernels.CHUNK_BYTES = winograd_kernels.CHUNK_BYTES = norm_kernels.BLOCK_BYTES = chunk_bytes
         with use_reference():
-            expected, expected_grads, ref_path = run(fn, arrays, 1)
+            expected, expected_grads, ref_path = run(fn, arrays, 1, gy_layout)
         with use_reference(False):
-            got, grads, fast_path = run(fn, arrays, 1)
+            got, grads, fast_path = run(fn, arrays, 1, gy_layout)
     finally:
         minires.set_num_threads(saved[0])
-        threads.MIN_SPLIT_BYTES, conv_kernels.CHUNK_BYTES, winograd_kernels.CHUNK_BYTES = saved[1:]
+        (threads.MIN_SPLIT_BYTES, conv_kernels.CHUNK_BYTES, winograd_kernels.CHUNK_BYTES,
+         norm_kernels.BLOCK_BYTES) = saved[1:]
     assert (ref_path, fast_path) == ("reference", "cpu")
     np.testing.assert_allclose(got, expected, **CLOSE, err_msg="output")
     for i, (g, e) in enumerate(zip(grads, expected_grads)):
@@ -64,7 +72,7 @@ def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1):
             np.testing.assert_allclose(g, e, **CLOSE, err_msg=f"gradient of input {i}")
 
 
-common = dict(layout=st.sampled_from(LAYOUTS), n_threads=st.sampled_from([1, 3]), seed=st.integers(0, 2**32 - 1))
+common = dict(layout=st.sampled_from(LAYOUTS), gy_layout=st.sampled_from(LAYOUTS), n_threads=st.sampled_from([1, 3]), seed=st.integers(0, 2**32 - 1))
 
 
 @st.composite
@@ -78,31 +86,31 @@ def conv_cases(draw, winograd=False):
                 chunk_bytes=draw(st.sampled_from([1, 2000, 10**8])))
 
 
-def _conv_check(case, layout, n_threads, seed, algorithm):
+def _conv_check(case, layout, gy_layout, n_threads, seed, algorithm):
     rng = rng_for(seed)
     x = in_layout(rng.standard_normal(case["x"]), layout)
     w = rng.standard_normal(case["w"])
     b = rng.standard_normal(case["w"][0]) if case["bias"] else None
     fn = lambda x, w, b: F.conv2d(x, w, b, stride=case["stride"], padding=case["padding"], algorithm=algorithm)  # noqa: E731
-    assert_fast_matches_reference(fn, [x, w, b], n_threads, case["chunk_bytes"])
+    assert_fast_matches_reference(fn, [x, w, b], n_threads, case["chunk_bytes"], gy_layout)
 
 
 @given(case=conv_cases(), **common)
 @given_settings
-def test_im2col_kernel_matches_the_reference(case, layout, n_threads, seed):
-    _conv_check(case, layout, n_threads, seed, "im2col")
+def test_im2col_kernel_matches_the_reference(case, layout, gy_layout, n_threads, seed):
+    _conv_check(case, layout, gy_layout, n_threads, seed, "im2col")
 
 
 @given(case=conv_cases(winograd=True), algorithm=st.sampled_from(["winograd", "winograd4"]), **common)
 @given_settings
-def test_winograd_kernels_match_the_reference(case, algorithm, layout, n_threads, seed):
-    _conv_check(case, layout, n_threads, seed, algorithm)
+def test_winograd_kernels_match_the_reference(case, algorithm, layout, gy_layout, n_threads, seed):
+    _conv_check(case, layout, gy_layout, n_threads, seed, algorithm)
 
 
 @given(shape=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 5), st.integers(1, 5)),
        training=st.booleans(), affine=st.booleans(), running=st.booleans(), **common)
 @given_settings
-def test_batch_norm_kernels_match_the_reference(shape, training, affine, running, layout, n_threads, seed):
+def test_batch_norm_kernels_match_the_reference(shape, training, affine, running, layout, gy_layout, n_threads, seed):
     n, c, h, w = shape
     assume(n * h * w >= 2 and (running or training))
     rng = rng_for(seed)
@@ -116,22 +124,35 @@ def test_batch_norm_kernels_match_the_reference(shape, training, affine, running
         stats.setdefault("runs", []).append((rm, rv))
         return y
 
-    assert_fast_matches_reference(fn, [x, gamma, beta], n_threads)
+    assert_fast_matches_reference(fn, [x, gamma, beta], n_threads, gy_layout=gy_layout)
     (ref_mean, ref_var), (fast_mean, fast_var) = stats["runs"]
     if running:  # the running-statistics update too
         np.testing.assert_allclose(fast_mean, ref_mean, **CLOSE)
         np.testing.assert_allclose(fast_var, ref_var, **CLOSE)
 
 
+@pytest.mark.parametrize("gy_layout", LAYOUTS)
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_batch_norm_reads_channels_last_memory_as_wide_rows(n_threads, gy_layout):
+    """Channels-last activations (the CPU convs' output) take batch norm's wide-row kernels:
+    72 pixels x 5 channels are read as 6 rows of 12 pixels each, in blocks of one row."""
+    rng = rng_for(7)
+    x = in_layout(rng.standard_normal((6, 5, 4, 3)) * 2 + 1, "channels-last")
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    assert norm_kernels._Wide(x.transpose(1, 0, 2, 3).reshape(5, -1)).rows.shape == (6, 60)
+    for training in (True, False):
+        fn = lambda x, g, b: F.batch_norm(x, np.zeros(5), np.ones(5), g, b, training=training)  # noqa: E731
+        assert_fast_matches_reference(fn, [x, gamma, beta], n_threads, gy_layout=gy_layout)
+
+
 @given(shape=st.tuples(st.integers(1, 4), st.integers(1, 6), st.integers(1, 7), st.integers(1, 7)),
        layout_b=st.sampled_from(LAYOUTS), **common)
 @given_settings
-def test_relu_and_add_kernels_match_the_reference(shape, layout_b, layout, n_threads, seed):
+def test_relu_and_add_kernels_match_the_reference(shape, layout_b, layout, gy_layout, n_threads, seed):
     rng = rng_for(seed)
     a, b = in_layout(rng.standard_normal(shape), layout), in_layout(rng.standard_normal(shape), layout_b)
-    assert_fast_matches_reference(lambda a, b: F.relu(a) + b, [a, b], n_threads)
-    assert_fast_matches_reference(F.relu, [a], n_threads)
-    assert_fast_matches_reference(F.add, [a, b], n_threads)
+    for fn, arrays in ((lambda a, b: F.relu(a) + b, [a, b]), (F.relu, [a]), (F.add, [a, b])):
+        assert_fast_matches_reference(fn, arrays, n_threads, gy_layout=gy_layout)
 
 
 def test_relu_kernel_covers_its_row_trick():

@@ -160,9 +160,10 @@ def test_transforms_match_the_textbook_matrices(algorithm):
             np.testing.assert_allclose(u[:, :, oo, ch], tf.G @ g[oo, ch] @ tf.G.T, atol=1e-12)
 
 
-def test_fixed_rule_picks_winograd_only_where_it_applies_and_measured_faster():
+def test_fixed_rule_runs_im2col_where_it_was_measured_fastest():
     x = np.zeros((2, 16, 8, 8))
-    assert conv.fixed_rule(x, np.zeros((16, 16, 3, 3)), (1, 1), (1, 1)) == "winograd"
+    assert conv.fixed_rule(x, np.zeros((16, 16, 3, 3)), (1, 1), (1, 1)) == "im2col"
+    assert conv.fixed_rule(np.zeros((2, 8, 32, 32)), np.zeros((8, 8, 3, 3)), (1, 1), (1, 1)) == "im2col"
     assert conv.fixed_rule(x, np.zeros((16, 16, 3, 3)), (2, 2), (1, 1)) == "im2col"
     assert conv.fixed_rule(x, np.zeros((16, 16, 1, 1)), (1, 1), (0, 0)) == "im2col"
     assert conv.fixed_rule(np.zeros((2, 3, 32, 32)), np.zeros((16, 3, 3, 3)), (1, 1), (1, 1)) == "im2col"

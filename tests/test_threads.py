@@ -61,9 +61,11 @@ def test_splits_cover_the_range_in_order(n, pieces, align):
 
 
 def _layouts(shape, rng):
-    """The same values as a C-contiguous array and as a channel-major (C, N, ...) one seen as NCHW."""
+    """The same values as a C-contiguous array, as a channel-major (C, N, H, W) one and as a
+    channels-last (N, H, W, C) one, each seen as NCHW."""
     a = rng.standard_normal(shape)
-    return {"nchw": a, "channel-major": np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)}
+    return {"nchw": a, "channel-major": np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
+            "channels-last": np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)}
 
 
 def test_for_each_piece_gives_each_thread_a_stretch_of_shared_layouts(restore_threads, monkeypatch):
@@ -81,13 +83,15 @@ def test_for_each_piece_gives_each_thread_a_stretch_of_shared_layouts(restore_th
     assert len(threads.for_each_piece(lambda x: x.size, a["nchw"])) == 1
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channel-major"])
+@pytest.mark.parametrize("layout", ["nchw", "channel-major", "channels-last"])
 @pytest.mark.parametrize("training", [True, False])
 def test_batch_norm_relu_add_are_the_same_on_one_and_on_several_threads(restore_threads, monkeypatch, layout, training):
     """Batch norm splits its channels, ReLU and the residual add their memory over the threads:
     every element and every per-channel sum is computed as on one thread, so bit for bit."""
+    import minires.cpu_kernels.norm as norm
     import minires.threads as threads
     monkeypatch.setattr(threads, "MIN_SPLIT_BYTES", 0)
+    monkeypatch.setattr(norm, "BLOCK_BYTES", 64)  # channels-last: several blocks of wide rows
     rng = np.random.default_rng(1)
     x = _layouts((6, 5, 4, 3), rng)[layout]
     other = _layouts((6, 5, 4, 3), rng)  # added in both layouts: shared and differing

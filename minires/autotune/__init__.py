@@ -41,8 +41,9 @@ import numpy as np
 
 DIRECTIONS = ("forward", "backward", "input_grad", "weight_grad")
 # The cache file's format. Bump it when the keys change meaning or a kernel's speed changes
-# (2: backward timed as (dx, dW) pairs; F(4x4) without float64 temporaries): older tables are re-timed.
-FORMAT = 2
+# (2: backward timed as (dx, dW) pairs; F(4x4) without float64 temporaries; 3: the CPU kernels
+# channels-last, im2col's dx as a convolution): older tables are re-timed.
+FORMAT = 3
 REPEATS = 2  # timed calls per candidate after one untimed warm-up; the faster of the two counts
 
 _enabled = None   # None: read MINIRES_AUTOTUNE at first use; else set by set_enabled

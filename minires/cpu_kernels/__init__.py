@@ -5,9 +5,9 @@ reference). On NumPy data the engine calls the op's ``forward_cpu``/``backward_c
 and where speed pays those are a one-line call into a module here:
 
 * ``chunks.py``: the batch in cache-sized chunks, run on the worker threads (``minires.threads``);
-* ``conv.py``: im2col convolution chunk by chunk, channel-major, on the threads;
+* ``conv.py``: im2col convolution chunk by chunk, channels-last, on the threads;
 * ``winograd.py``: Winograd's F(2x2, 3x3) and F(4x4, 3x3), the other algorithms for 3x3 stride-1 convs;
-* ``norm.py``: batch norm's passes over channel rows, each thread on a block of channels;
+* ``norm.py``: batch norm's passes, on blocks of channels or of channels-last pixels;
 * ``elementwise.py``: ReLU and the residual add, each thread on a stretch of memory.
 
 The contract: array in, array out. A kernel gets every setting as an argument and returns what

@@ -4,8 +4,8 @@
 ``empty_like`` shares its input's) into one 1-D stretch per thread; arrays under 256 KB, or
 with differing layouts, run as one piece (benchmarks/README.md, "Round three", item 2). Inside a
 ResNet-20 step (batch 128) these passes are bound by memory bandwidth: a second thread buys ReLU
-1.04-1.07x (its per-op profile). ReLU's dx is written in y's layout so that gradients stay
-channel-major: that removes a copy per block and a single-threaded pass, though measured alone the
+1.04-1.07x (its per-op profile). ReLU's dx is written in y's layout so that gradients keep
+the activations' layout (channels-last, from the CPU convs): that removes a copy per block and a single-threaded pass, though measured alone the
 step time moved within the noise (0.97-1.03x; "Round three", item 6).
 """
 import numpy as np
@@ -35,7 +35,7 @@ def relu(x):
 
 def relu_backward(gy, y):
     """dy * [y > 0], laid out as y whatever dy's layout: the gradients flowing back through the
-    blocks then keep the channel-major layout of the activations (the pooling's broadcast dy would
+    blocks then keep the activations' layout (the pooling's broadcast dy would
     otherwise turn every residual gradient NCHW, and each batch norm would copy it back)."""
     gx = np.empty_like(y)
     for_each_piece(lambda gx, gy, y: np.multiply(gy, y > 0, out=gx), gx, gy, y)

@@ -315,7 +315,7 @@ def _chunks(x, c, oh, ow, tf):
 
 
 def winograd_forward(x, weight, bias, padding, tf=F2):
-    """The conv's output (N, O, OH, OW), a view of channel-major memory as im2col's.
+    """The conv's output (N, O, OH, OW), a view of channels-last memory as im2col's.
 
     Forward: V = B^T d B, M = U @ V, y = A^T M A, chunk by chunk on the worker threads.
     """
@@ -324,17 +324,18 @@ def winograd_forward(x, weight, bias, padding, tf=F2):
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, w + 2 * pw - 2
     u = weight_transform(weight, tf)
-    out = np.empty((o, n, oh, ow), dtype=x.dtype)  # channel-major, as im2col's output
+    out = np.empty((n, oh, ow, o), dtype=x.dtype)  # channels-last, as im2col's output
+    out_c = out.transpose(3, 0, 1, 2)  # the (O, n, OH, OW) view the output transform writes
 
     def chunk_forward(images):
         grid = TileGrid(c, images.stop - images.start, oh, ow, tf.m)
         v = input_transform(to_phase_planes(x[images], grid, ph, pw), grid, tf)
-        output_transform(np.matmul(u, v), grid, tf, out[:, images])
+        output_transform(np.matmul(u, v), grid, tf, out_c[:, images])
 
     parallel_map(chunk_forward, _chunks(x, c, oh, ow, tf))
     if bias is not None:
-        out += bias[:, None, None, None]
-    return out.transpose(1, 0, 2, 3)
+        out += bias
+    return out.transpose(0, 3, 1, 2)
 
 
 def winograd_backward(x, weight, gy, padding, needs_input_grad, tf=F2):
@@ -342,10 +343,11 @@ def winograd_backward(x, weight, gy, padding, needs_input_grad, tf=F2):
     dW = G^T (dM @ V^T) G, dx = B (U^T @ dM) B^T added back into the tiles and cropped, db = sum dy."""
     ph, pw = padding
     n, c, h, w = x.shape
-    gy_c = gy.transpose(1, 0, 2, 3)  # (O, N, OH, OW): a view, contiguous when gy is channel-major
+    gy_c = gy.transpose(1, 0, 2, 3)  # (O, N, OH, OW): a view, read strided
     oh, ow = gy_c.shape[2:]
     need_x, need_w, need_b = needs_input_grad
-    gx = np.empty((c, n, h, w), dtype=x.dtype) if need_x else None
+    gx = np.empty((n, h, w, c), dtype=x.dtype) if need_x else None  # channels-last, as im2col's dx
+    gx_c = None if gx is None else gx.transpose(3, 0, 1, 2)  # the (C, n, H, W) view written below
     u_t = weight_transform(weight, tf).transpose(0, 2, 1) if need_x else None  # tiny: recomputed, not saved
 
     def chunk_backward(images):  # returns this chunk's share of dU^T (a*a, C, O)
@@ -356,10 +358,10 @@ def winograd_backward(x, weight, gy, padding, needs_input_grad, tf=F2):
             v = input_transform(to_phase_planes(x[images], grid, ph, pw), grid, tf)
             du_t = v @ dm.transpose(0, 2, 1)  # dU^T = V @ dM^T, transposed as in conv.py's dW
         if need_x:
-            from_phase_planes(input_transform_adjoint(u_t @ dm, grid, tf), grid, ph, pw, gx[:, images])
+            from_phase_planes(input_transform_adjoint(u_t @ dm, grid, tf), grid, ph, pw, gx_c[:, images])
         return du_t
 
     shares = parallel_map(chunk_backward, _chunks(x, c, oh, ow, tf))
     gw = weight_transform_adjoint(sum(shares[1:], shares[0]).transpose(0, 2, 1), tf) if need_w else None
     gb = gy_c.sum(axis=(1, 2, 3)) if need_b else None
-    return None if gx is None else gx.transpose(1, 0, 2, 3), gw, gb
+    return None if gx is None else gx.transpose(0, 3, 1, 2), gw, gb

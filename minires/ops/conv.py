@@ -20,8 +20,8 @@ follow their inputs' memory order), so users only ever see ordinary NCHW tensors
 
 This is the reference, and what runs on the GPU (a GPU wants big kernels). On NumPy data the
 engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-sized chunks of
-the batch on the worker threads (``minires/cpu_kernels/conv.py``; the chunks alone are 1.04-1.7x
-faster on ResNet-20's shapes, ``chunks.py``), or, for the 3x3 stride-1 convs, Winograd's F(2x2, 3x3)
+the batch on the worker threads, with the matrices the other way round, one row per output pixel,
+so that outputs and dx are channels-last memory (``minires/cpu_kernels/conv.py``), or, for the 3x3 stride-1 convs, Winograd's F(2x2, 3x3)
 or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
 "auto" times them on this machine, per shape, for the forward and the backward
 (``minires/autotune/``); ``use_algorithm`` sets the policy.
@@ -209,22 +209,17 @@ def _winograd_runs(x, weight, stride):
 
 
 def fixed_rule(x, weight, stride, padding):
-    """"winograd" (F(2x2, 3x3)) where it applies and measured faster than im2col on an AMD EPYC,
-    else "im2col": what "auto" runs when timing is off (``MINIRES_AUTOTUNE=0``, the tests).
+    """"im2col" for every conv: what "auto" runs when timing is off (``MINIRES_AUTOTUNE=0``, the tests).
 
-    Measured there (1 thread, forward + backward, batch 128, benchmarks/README.md): Winograd is
-    1.3-2x faster for 8 to 64 input channels at 8 px and more (every stride-1 conv of a CIFAR
-    ResNet but the first), slower for the 3-channel stem (0.3x: its dx is not needed, and
-    Winograd's dy transform costs more than im2col's small dW product) and at 128 channels on
-    8 px (0.84x: the products dominate, and the 16 small ones run slower than im2col's one large
-    one). On another CPU other choices win (the autotuner's reason to exist). On the GPU im2col
-    is the only path.
+    Measured on an Intel Xeon (forward + backward, batch 128, benchmarks/README.md, round five):
+    the channels-last im2col kernel was the fastest single algorithm on every ResNet conv shape at
+    2 threads and on all but one at 1 (8 -> 8 channels at 32 px, where F(2x2) was 4 % faster).
+    Round three's rule, F(2x2) for 8 to 64 channels at 8 px and more, was measured on an AMD EPYC
+    against the channel-major im2col of that time, 1.3-2x slower than F(2x2) there; the
+    channels-last kernel has not been timed on that machine, and F(2x2) may still win there.
+    Timing on (the default) measures instead of assuming. On the GPU im2col is the only path.
     """
-    if not _winograd_runs(x, weight, stride):
-        return "im2col"
-    channels, (h, w) = x.shape[1], x.shape[2:]
-    oh, ow = h + 2 * padding[0] - 2, w + 2 * padding[1] - 2
-    return "winograd" if 8 <= channels <= 64 and min(oh, ow) >= 8 else "im2col"
+    return "im2col"
 
 
 def _check_inputs(x, weight, bias, padding):

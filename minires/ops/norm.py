@@ -9,8 +9,8 @@ from ..engine import Function, Tensor, as_tensor
 def channel_rows(x):
     """x (N, C, ...) as a (C, M) matrix, one row per channel, M = N * (spatial size).
 
-    A free view when x is channel-major (C, N, H, W) memory, as conv outputs are; otherwise
-    one copy. Per-channel statistics are then reductions along contiguous rows, and every
+    A free view when x is channel-major (C, N, H, W) memory, as the reference conv's outputs
+    are, or channels-last (N, H, W, C) memory, as the CPU conv kernels' are; otherwise one copy. Per-channel statistics are then reductions along contiguous rows, and every
     per-channel constant broadcasts as a (C, 1) column.
     """
     xp = get_array_module(x)
@@ -57,8 +57,8 @@ class BatchNorm(Function):
     are the reference, in the stages notebook 03 derives; they save x_hat and 1/std. The fast
     paths keep the same statistics and running-statistics update (``_batch_mean``,
     ``_batch_var``, ``_update_running_stats``: written once, here) and do the passes between
-    them with kernels: on NumPy data each worker thread takes a block of channels
-    (``minires/cpu_kernels/norm.py``), on CuPy data the elementwise work is fused
+    them with kernels: on NumPy data the worker threads take blocks of channels, or of pixels
+    for channels-last activations (``minires/cpu_kernels/norm.py``), on CuPy data the elementwise work is fused
     (``minires/gpu_kernels.py``); both save x and the mean instead of x_hat (x is kept by the
     graph anyway; x_hat would be one more activation per layer).
     """
@@ -181,7 +181,7 @@ class BatchNorm(Function):
         return from_channel_rows(y2, x.shape)
 
     def backward_cpu(self, gy):
-        gy2, inv_std = channel_rows(gy), self.inv_std
+        gy2, inv_std = norm_kernels.laid_out_as(channel_rows(gy), self.x2), self.inv_std
         need_x, need_gamma, need_beta = self.needs_input_grad
         scale = inv_std if self.weight is None else inv_std * self.weight
         dx_from_batch = self.training and need_x  # training-mode dx needs both sums

@@ -47,7 +47,7 @@ class GetItem(Function):
 
     def forward(self, x):
         self.in_shape, self.dtype = x.shape, x.dtype
-        self.order = memory_order(x)  # dx gets x's layout: channel-major gradients stay so when added up
+        self.order = memory_order(x)  # dx gets x's layout: the activations' layout survives the shortcut's backward
         return x[self.index]
 
     def backward(self, gy):
@@ -70,7 +70,7 @@ class Pad(Function):
     def forward(self, x):
         xp = get_array_module(x)
         out_shape = tuple(n + a + b for n, (a, b) in zip(x.shape, self.widths))
-        y = xp.empty_like(x, shape=out_shape)  # x's memory layout (channel-major for conv outputs)
+        y = xp.empty_like(x, shape=out_shape)  # x's memory layout (channels-last for the CPU convs' outputs)
         y.fill(self.value)
         self.inner = tuple(slice(a, a + n) for n, (a, _) in zip(x.shape, self.widths))
         y[self.inner] = x
