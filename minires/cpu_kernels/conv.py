@@ -110,9 +110,10 @@ def conv2d_backward(x, weight, gy, stride, padding, needs_input_grad):
     # dx as the forward of dy (see the module docstring) where that conv exists: stride 1, and
     # padding that leaves a kernel's worth of border at most
     as_conv = (sh, sw) == (1, 1) and ph <= kh - 1 and pw <= kw - 1
-    if need_x and as_conv:
-        flipped = _rows_of(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).T  # (kh*kw*O, C)
-    w2 = _rows_of(weight) if need_w or need_x else None
+    if need_x and as_conv:  # the flipped kernel's rows, (kh*kw*O, C): dx = gcols @ flipped
+        flipped = _rows_of(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).T
+    elif need_x:  # W2 (O, kh*kw*C): dcols = dy2 @ W2, then col2im
+        w2 = _rows_of(weight)
     gx = np.empty((n, h, w, c), dtype=x.dtype) if need_x else None
 
     def chunk_backward(images):  # returns this chunk's share of dW2 (O, kh*kw*C)
@@ -122,14 +123,15 @@ def conv2d_backward(x, weight, gy, stride, padding, needs_input_grad):
             cols = im2col_channels_last(pad_channels_last(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
             gw = g.T @ cols
         if need_x and as_conv:
-            gcols = im2col_channels_last(pad_channels_last(gy[images], kh - 1 - ph, kw - 1 - pw), kh, kw, 1, 1, h, w)
-            np.matmul(gcols, flipped, out=gx[images].reshape(-1, c))
+            gpad = pad_channels_last(gy[images], kh - 1 - ph, kw - 1 - pw)
+            np.matmul(im2col_channels_last(gpad, kh, kw, 1, 1, h, w), flipped, out=gx[images].reshape(-1, c))
         elif need_x:
             nb = images.stop - images.start
             gpad = col2im_channels_last(g @ w2, (nb, h + 2 * ph, w + 2 * pw, c), kh, kw, sh, sw, oh, ow)
             gx[images] = gpad[:, ph:ph + h, pw:pw + w]
         return gw
 
+    # chunks sized by the larger column matrix: x's (C channels at OH x OW), or dy's (O at H x W)
     shares = parallel_map(chunk_backward, _chunks(n, max(c, o), kh, kw, max(oh, h), max(ow, w), x.dtype.itemsize))
     gw = None
     if need_w:

@@ -20,9 +20,9 @@ follow their inputs' memory order), so users only ever see ordinary NCHW tensors
 
 This is the reference, and what runs on the GPU (a GPU wants big kernels). On NumPy data the
 engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-sized chunks of
-the batch on the worker threads, with the matrices the other way round, one row per output pixel,
-so that outputs and dx are channels-last memory (``minires/cpu_kernels/conv.py``), or, for the 3x3 stride-1 convs, Winograd's F(2x2, 3x3)
-or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
+the batch on the worker threads, with the matrices the other way round (one row per output
+pixel), so that outputs and dx are channels-last memory (``minires/cpu_kernels/conv.py``), or, for
+the 3x3 stride-1 convs, Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
 "auto" times them on this machine, per shape, for the forward and the backward
 (``minires/autotune/``); ``use_algorithm`` sets the policy.
 """

@@ -7,7 +7,8 @@ For x (N, C, H, W) and a kh x kw kernel at stride (sh, sw) with padding (ph, pw)
     out     (O, N*OH*OW) = W (O, C*kh*kw) @ cols          one matmul (in ``conv.py``)
 
 and backward's way back, col2im, the adjoint of im2col. ``conv.py`` (the op) runs them on the
-whole batch; ``minires/cpu_kernels/conv.py`` runs them on chunks of the batch, on threads.
+whole batch; ``minires/cpu_kernels/conv.py`` has their channels-last twins (one row per output
+pixel), run on chunks of the batch, on threads.
 
 Why channels first (C, N, H, W): the matmul naturally produces (O, N*OH*OW); keeping that memory
 order means a conv's output needs no transpose copy (its NCHW view is a transpose), the next

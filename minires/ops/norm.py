@@ -10,8 +10,10 @@ def channel_rows(x):
     """x (N, C, ...) as a (C, M) matrix, one row per channel, M = N * (spatial size).
 
     A free view when x is channel-major (C, N, H, W) memory, as the reference conv's outputs
-    are, or channels-last (N, H, W, C) memory, as the CPU conv kernels' are; otherwise one copy. Per-channel statistics are then reductions along contiguous rows, and every
-    per-channel constant broadcasts as a (C, 1) column.
+    are, or channels-last (N, H, W, C) memory, as the CPU conv kernels' are; otherwise one copy.
+    Per-channel statistics are then reductions along a row, and every per-channel constant
+    broadcasts as a (C, 1) column (contiguous rows for channel-major memory; the CPU kernels read
+    channels-last memory their own way, ``cpu_kernels/norm.py``).
     """
     xp = get_array_module(x)
     return xp.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
@@ -58,8 +60,8 @@ class BatchNorm(Function):
     paths keep the same statistics and running-statistics update (``_batch_mean``,
     ``_batch_var``, ``_update_running_stats``: written once, here) and do the passes between
     them with kernels: on NumPy data the worker threads take blocks of channels, or of pixels
-    for channels-last activations (``minires/cpu_kernels/norm.py``), on CuPy data the elementwise work is fused
-    (``minires/gpu_kernels.py``); both save x and the mean instead of x_hat (x is kept by the
+    for channels-last activations (``minires/cpu_kernels/norm.py``); on CuPy data the
+    elementwise work is fused (``minires/gpu_kernels.py``); both save x and the mean instead of x_hat (x is kept by the
     graph anyway; x_hat would be one more activation per layer).
     """
 
