@@ -1,10 +1,11 @@
 """Every CPU fast path (minires/cpu_kernels) against its op's reference (minires/ops).
 
-For drawn shapes and settings, in three memory layouts (NCHW; channel-major, as the reference
-conv's outputs are; channels-last, as the CPU conv kernels' are) and on 1 and 3 threads, the same computation runs twice, under ``use_reference()`` and
-on the fast path, and the outputs and every input gradient must agree to float64 rounding.
-Chunks and batch norm's blocks are forced small and the threads' size threshold to zero, so that the chunk loops and
-the thread splits really run on these small shapes. The engine's choice is checked too: the
+For drawn shapes and settings, in three memory layouts of the input and of dy (NCHW;
+channel-major, as the reference conv's outputs are; channels-last, as the CPU conv kernels' are)
+and on 1 and 3 threads, the same computation runs twice, under ``use_reference()`` and on the
+fast path, and the outputs and every input gradient must agree to float64 rounding. Chunks and
+batch norm's blocks are forced small and the threads' size threshold to zero, so that the chunk
+loops and the thread splits really run on these small shapes. The engine's choice is checked too: the
 reference run must record path "reference", the fast one "cpu".
 """
 import numpy as np
@@ -72,7 +73,8 @@ def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1, gy_layou
             np.testing.assert_allclose(g, e, **CLOSE, err_msg=f"gradient of input {i}")
 
 
-common = dict(layout=st.sampled_from(LAYOUTS), gy_layout=st.sampled_from(LAYOUTS), n_threads=st.sampled_from([1, 3]), seed=st.integers(0, 2**32 - 1))
+common = dict(layout=st.sampled_from(LAYOUTS), gy_layout=st.sampled_from(LAYOUTS), n_threads=st.sampled_from([1, 3]),
+              seed=st.integers(0, 2**32 - 1))
 
 
 @st.composite

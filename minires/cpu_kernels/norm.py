@@ -64,24 +64,27 @@ class _Wide:
         return total.reshape(self.r, self.c).sum(axis=0)
 
 
-def _channels_last(*arrays2):
-    """A ``_Wide`` for the first array when every (C, m) array here is a view of channels-last
-    memory (a contiguous (m, C) matrix; single-channel arrays excluded), else None."""
-    if arrays2[0].shape[0] > 1 and all(a.T.flags.c_contiguous and not a.flags.c_contiguous for a in arrays2):
-        return _Wide(arrays2[0])
-    return None
+def _is_channels_last(a2):
+    """Whether the (C, m) array a2 is a view of channels-last memory: a contiguous (m, C) matrix
+    that is not also a contiguous (C, m) one (as a single channel or a single pixel is)."""
+    return a2.T.flags.c_contiguous and not a2.flags.c_contiguous
+
+
+def _wide_rows(*arrays2):
+    """A ``_Wide`` for the first array when every (C, m) array here is channels-last, else None."""
+    return _Wide(arrays2[0]) if all(_is_channels_last(a) for a in arrays2) else None
 
 
 def laid_out_as(a2, like2):
     """a2 (C, m) in like2's memory layout: itself when they already agree, else one copy."""
-    if (_channels_last(like2) is None) == (_channels_last(a2) is None):
+    if _is_channels_last(a2) == _is_channels_last(like2):
         return a2
-    return np.ascontiguousarray(a2) if _channels_last(like2) is None else np.ascontiguousarray(a2.T).T
+    return np.ascontiguousarray(a2.T).T if _is_channels_last(like2) else np.ascontiguousarray(a2)
 
 
 def row_sums(x2):
     """Per-row sums of x2 (C, m): (C,)."""
-    wide = _channels_last(x2)
+    wide = _wide_rows(x2)
     if wide is not None:
         return wide.column_sums(wide.run(lambda b: wide.rows[b].sum(axis=0)))
     sums = np.empty(x2.shape[0], dtype=x2.dtype)
@@ -92,7 +95,7 @@ def row_sums(x2):
 def centre(x2, mean, with_sum_sq=True):
     """(x2 - mean per row, its per-row sums of squares or None): without an (x - mean)^2 temporary."""
     xc = np.empty_like(x2)  # laid out as x2, as the activations
-    wide = _channels_last(x2)
+    wide = _wide_rows(x2)
     if wide is not None:
         xw, mean_w = wide.of(xc), wide.tile(mean)
 
@@ -117,7 +120,7 @@ def centre(x2, mean, with_sum_sq=True):
 def scale_shift_(rows, scale, shift):
     """rows = rows * scale + shift per row (shift may be None), in place: y = gamma * x_hat + beta
     from x - mean with scale = gamma / std. Two passes, no new array. Returns rows."""
-    wide = _channels_last(rows)
+    wide = _wide_rows(rows)
     if wide is not None:
         scale_w, shift_w = wide.tile(scale), None if shift is None else wide.tile(shift)
 
@@ -143,7 +146,7 @@ def grad_sums(gy2, x2, mean, inv_std, want_dbeta, want_dgamma):
     third None unless dgamma is (x_hat recomputed from x: x is kept by the graph anyway).
     gy2 and x2 share one memory layout (``laid_out_as``)."""
     xc = np.empty_like(x2) if want_dgamma else None
-    wide = _channels_last(gy2, x2)
+    wide = _wide_rows(gy2, x2)
     if wide is not None:
         gw, xw, mean_w = wide.rows, wide.of(x2), wide.tile(mean)
         xcw = None if xc is None else wide.of(xc)
@@ -179,7 +182,7 @@ def input_grad_(xc, gy2, k_xc, k_1, scale):
     """dx = dy * scale + (x - mean) * k_xc + k_1 per row, in place in xc (x - mean): the training-
     mode dx = scale * (dy - sum(dy)/m - x_hat * sum(dy * x_hat)/m) with its constants folded into
     the per-row k_xc = -scale * inv_std * sum(dy * x_hat)/m and k_1 = -scale * sum(dy)/m. Returns xc."""
-    wide = _channels_last(xc, gy2)
+    wide = _wide_rows(xc, gy2)
     if wide is not None:
         gw, k_xc_w, k_1_w, scale_w = wide.of(gy2), wide.tile(k_xc), wide.tile(k_1), wide.tile(scale)
 

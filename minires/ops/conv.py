@@ -22,9 +22,9 @@ This is the reference, and what runs on the GPU (a GPU wants big kernels). On Nu
 engine runs the CPU kernels instead (``forward_cpu``): the same steps on cache-sized chunks of
 the batch on the worker threads, with the matrices the other way round (one row per output
 pixel), so that outputs and dx are channels-last memory (``minires/cpu_kernels/conv.py``), or, for
-the 3x3 stride-1 convs, Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``). ``conv2d(..., algorithm=...)`` chooses;
-"auto" times them on this machine, per shape, for the forward and the backward
-(``minires/autotune/``); ``use_algorithm`` sets the policy.
+the 3x3 stride-1 convs, Winograd's F(2x2, 3x3) or F(4x4, 3x3) (``minires/cpu_kernels/winograd.py``).
+``conv2d(..., algorithm=...)`` chooses; "auto" times them on this machine, per shape, for the
+forward and the backward (``minires/autotune/``); ``use_algorithm`` sets the policy.
 """
 from .._checks import pair
 from ..backend import device_of
@@ -84,7 +84,7 @@ class Conv2d(Function):
     def forward_cpu(self, x, weight, bias):
         self.x, self.weight, self.algorithms = x, weight, {}
         calls = {a: (lambda a=a: _forward_kernel(a, x, weight, bias, self.stride, self.padding))
-                 for a in self._candidates(weight)}
+                 for a in self._candidates(x, weight)}
         name = self._pick("forward", x, weight, calls)
         self.algorithms["forward"] = name
         return calls[name]()
@@ -108,7 +108,7 @@ class Conv2d(Function):
 
         if not (need_x or need_w):  # only db: nothing to choose between, the im2col kernel sums dy
             return _backward_kernel("im2col", x, weight, gy, self.stride, self.padding, self.needs_input_grad)
-        names = self._candidates(weight)
+        names = self._candidates(x, weight)
         pairs = {a: (a if need_x else None, a if need_w else None) for a in names}
         if need_x and need_w:
             pairs.update({f"{a} for dx, {b} for dW": (a, b) for a in names for b in names if a != b})
@@ -118,11 +118,11 @@ class Conv2d(Function):
         self.algorithms.update({d: a for d, a in (("input_grad", for_x), ("weight_grad", for_w)) if a})
         return run(for_x, for_w)
 
-    def _candidates(self, weight):
+    def _candidates(self, x, weight):
         """The kernels that could run: the requested one, or for "auto" all that apply."""
         if self.algorithm != "auto":
             return [self.algorithm]
-        return ["im2col"] + (list(winograd_kernels.TRANSFORMS) if winograd_kernels.winograd_applies(weight.shape, self.stride) else [])
+        return ["im2col"] + (list(winograd_kernels.TRANSFORMS) if _winograd_runs(x, weight, self.stride) else [])
 
     def _pick(self, direction, x, weight, calls):
         """The one candidate, or for "auto" the autotuner's choice among ``calls`` (name -> the call it times)."""
