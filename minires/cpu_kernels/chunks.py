@@ -5,7 +5,9 @@ conv at batch 128. Built for the whole batch it goes out to main memory and back
 allocation that large comes fresh from the OS (page faults) on every call. Chunks of about
 ``conv.CHUNK_BYTES`` of columns stay in cache and reuse their memory: forward + backward 1.7x
 faster than the whole batch at once on the 16-channel 32x32 shape, 1.5x at 32 channels 16x16,
-1.04x at 64 channels 8x8 (benchmarks/README.md).
+1.04x at 64 channels 8x8 (benchmarks/README.md). Their size is measured inside whole training
+steps, where the conv's input arrives from main memory, not in a loop over one conv, where it
+stays in cache (``benchmarks/size_sweep.py``).
 
 Why threads: the chunks are independent, so ``get_num_threads()`` worker threads each take whole
 chunks end to end (pad, im2col, matmul, col2im) with BLAS at one thread; NumPy releases the GIL

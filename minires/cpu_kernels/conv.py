@@ -32,10 +32,13 @@ from ..ops.im2col import conv_output_size
 from ..threads import parallel_map
 from .chunks import batch_chunks
 
-# Size of one chunk's column matrix: 8 MB is 14 images of a 16-channel 32x32 3x3 conv. Measured
-# best among 1..16 MB on ResNet-20's shapes at 1 and 2 threads; 16 MB and the whole batch were
-# 10-40% slower (benchmarks/README.md).
-CHUNK_BYTES = 8 * 2**20
+# Size of one chunk's column matrix: 2 MB holds 3-4 images' columns of a 16-channel 32x32 3x3
+# conv, and is the size of this Xeon's per-core L2, so the columns im2col writes are still there
+# when the matmul reads them. Swept inside whole ResNet-20/56 steps (1-8 MB, 1 and 2 threads): 2 MB
+# was best or within 2 % of best, and 1.14-1.28x faster a step than the 8 MB that timing one conv
+# alone had chosen; alone, the conv's input and dy stay in cache, which they do not inside a step
+# (benchmarks/size_sweep.py; benchmarks/README.md, "Round six").
+CHUNK_BYTES = 2 * 2**20
 
 
 def pad_channels_last(x, ph, pw):
