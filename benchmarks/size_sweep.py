@@ -4,13 +4,15 @@ training steps rather than one op timed alone.
     python benchmarks/size_sweep.py                                   # conv.CHUNK_BYTES, ResNet-20
     python benchmarks/size_sweep.py --models resnet56 --sizes 8 3 2 1
     python benchmarks/size_sweep.py --constant norm.BLOCK_BYTES --sizes 1 0.25 0.5 2 4
+    python benchmarks/size_sweep.py --models resnet18 --constant conv.MIN_ROWS --sizes 1 512
 
 Why inside a step: an op timed alone in a loop finds its input (and dy) still in cache from the
 last call; inside a step they were written several ops ago and have left it. Sizes picked alone can
 then be wrong for the step (benchmarks/README.md, "Round six": 8 MB chunks won alone, 2 MB in the
 step). One process, ResNet im2col steps (batch 128, SGD with momentum), the constant set before
 each block, sizes and thread counts interleaved over the rounds; median ms per step and each size's
-time against the first size's. Unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the run.
+time against the first size's. Sizes are in MB for a constant named *_BYTES, else taken as they are.
+"resnet18" is the ImageNet ResNet-18 (10 classes) at batch 16 and 112 px, the CIFAR nets at batch 128. Unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the run.
 """
 import argparse
 import importlib
@@ -30,8 +32,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--constant", default="conv.CHUNK_BYTES",
                    help="module.NAME in minires.cpu_kernels: conv.CHUNK_BYTES, winograd.CHUNK_BYTES, norm.BLOCK_BYTES")
-    p.add_argument("--sizes", type=float, nargs="+", default=[8, 4, 3, 2, 1.5, 1], help="MB; the first is the baseline")
-    p.add_argument("--models", nargs="+", default=["resnet20"], choices=sorted(train_step.DEPTHS))
+    p.add_argument("--sizes", type=float, nargs="+", default=[8, 4, 3, 2, 1.5, 1],
+                   help="MB for a *_BYTES constant, else the value; the first is the baseline")
+    p.add_argument("--models", nargs="+", default=["resnet20"], choices=sorted(train_step.DEPTHS) + ["resnet18"])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=3, help="timed steps per block")
     p.add_argument("--rounds", type=int, default=3)
@@ -39,8 +42,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     train_step.keep_freed_memory(args.malloc)
 
+    import numpy as np
+
     import minires
-    from minires.models import cifar_resnet
+    from minires.models import cifar_resnet, resnet18
     from minires.optim import SGD
     from minires.step import train_step as one_step
 
@@ -48,23 +53,28 @@ def main(argv=None):
     module = importlib.import_module(f"minires.cpu_kernels.{module_name}")
     if not isinstance(getattr(module, name, None), int):
         raise SystemExit(f"size_sweep: minires.cpu_kernels.{args.constant} is not an integer constant")
+    unit, label = (2**20, " MB") if name.endswith("_BYTES") else (1, "")
     minires.use_algorithm("im2col")  # the algorithm fixed: only the size changes between blocks
     print("\n".join(header_lines(None)[:3]))
     print(f"threads : {' and '.join(map(str, args.threads))} (minires.set_num_threads, OpenBLAS held at 1 thread inside "
           f"its pool); malloc {args.malloc}; conv algorithm im2col")
-    print(f"{args.constant}, interleaved blocks of {args.steps} steps x {args.rounds} rounds, batch 128, "
-          f"median ms per step (time against {args.sizes[0]:g} MB)")
+    print(f"{args.constant}, interleaved blocks of {args.steps} steps x {args.rounds} rounds, "
+          f"median ms per step (time against {args.sizes[0]:g}{label})")
     for model in args.models:
-        net = cifar_resnet(train_step.DEPTHS[model], seed=0)
+        if model == "resnet18":
+            rng = np.random.default_rng(0)
+            net = resnet18(num_classes=10, seed=0)
+            x, y = rng.standard_normal((16, 3, 112, 112)).astype(np.float32), rng.integers(0, 10, 16)
+        else:
+            net, (x, y) = cifar_resnet(train_step.DEPTHS[model], seed=0), train_step._batch(128)
         opt = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        x, y = train_step._batch(128)
         x = minires.Tensor(x)
         times = {(t, s): [] for t in args.threads for s in args.sizes}
         for _ in range(args.rounds):
             for threads in args.threads:
                 minires.set_num_threads(threads)
                 for size in args.sizes:
-                    setattr(module, name, int(size * 2**20))
+                    setattr(module, name, int(size * unit))
                     one_step(net, opt, x, y)  # a first step at this size, untimed
                     for _ in range(args.steps):
                         start = time.perf_counter()
@@ -72,9 +82,10 @@ def main(argv=None):
                         times[threads, size].append(time.perf_counter() - start)
         for threads in args.threads:
             base = statistics.median(times[threads, args.sizes[0]])
-            cells = (f"{s:g} MB {1e3 * statistics.median(times[threads, s]):.0f} ms "
+            cells = (f"{s:g}{label} {1e3 * statistics.median(times[threads, s]):.0f} ms "
                      f"({statistics.median(times[threads, s]) / base:.2f}x)" for s in args.sizes)
-            print(f"{model} {threads} thread(s): " + "  ".join(cells))
+            batch = "batch 16, 112 px" if model == "resnet18" else "batch 128"
+            print(f"{model} ({batch}) {threads} thread(s): " + "  ".join(cells))
     return 0
 
 

@@ -53,11 +53,12 @@ def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1, gy_layou
     """Run ``fn`` on the reference and on the fast path (small chunks, every array split among
     ``n_threads`` threads) and compare."""
     saved = (minires.get_num_threads(), threads.MIN_SPLIT_BYTES, conv_kernels.CHUNK_BYTES,
-             winograd_kernels.CHUNK_BYTES, norm_kernels.BLOCK_BYTES)
+             winograd_kernels.CHUNK_BYTES, norm_kernels.BLOCK_BYTES, conv_kernels.MIN_ROWS)
     try:
         minires.set_num_threads(n_threads)
         threads.MIN_SPLIT_BYTES = 0
         conv_kernels.CHUNK_BYTES = winograd_kernels.CHUNK_BYTES = norm_kernels.BLOCK_BYTES = chunk_bytes
+        conv_kernels.MIN_ROWS = 1 if chunk_bytes < 10**8 else conv_kernels.MIN_ROWS  # small chunks really small
         with use_reference():
             expected, expected_grads, ref_path = run(fn, arrays, 1, gy_layout)
         with use_reference(False):
@@ -65,7 +66,7 @@ def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1, gy_layou
     finally:
         minires.set_num_threads(saved[0])
         (threads.MIN_SPLIT_BYTES, conv_kernels.CHUNK_BYTES, winograd_kernels.CHUNK_BYTES,
-         norm_kernels.BLOCK_BYTES) = saved[1:]
+         norm_kernels.BLOCK_BYTES, conv_kernels.MIN_ROWS) = saved[1:]
     assert (ref_path, fast_path) == ("reference", "cpu")
     np.testing.assert_allclose(got, expected, **CLOSE, err_msg="output")
     for i, (g, e) in enumerate(zip(grads, expected_grads)):

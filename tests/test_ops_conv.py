@@ -98,9 +98,10 @@ def test_conv2d_output_is_ordinary_nchw(device):
 @given_settings
 def test_conv2d_in_batch_chunks_matches_loops_and_gradcheck(device, case, monkeypatch):
     """On the CPU the batch is processed in chunks of CHUNK_BYTES of columns; with 1 byte every
-    image is its own chunk, so the chunk loop (forward and backward) is exercised."""
+    image is its own chunk (no floor on the rows), so the chunk loop (forward and backward) is exercised."""
     import minires.cpu_kernels.conv as conv_kernels
     monkeypatch.setattr(conv_kernels, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv_kernels, "MIN_ROWS", 1)
     x, w, b = _arrays(case)
     got = F.conv2d(tensor(x, device), tensor(w, device), None if b is None else tensor(b, device),
                    stride=case["stride"], padding=case["padding"])
@@ -116,6 +117,20 @@ def test_batch_chunks_cover_the_batch_once():
         chunks = batch_chunks(10, bytes_per_image=27 * 16 * 4, chunk_bytes=chunk_bytes)
         assert [i for sl in chunks for i in range(10)[sl]] == list(range(10)), chunk_bytes
     assert batch_chunks(0, 100, 100) == [slice(0, 0)]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batch_chunks_hold_min_images_yet_feed_every_thread(threads, monkeypatch):
+    """16 images of 100 bytes in 100-byte chunks would be 16 chunks; with at least 11 images a
+    chunk, one chunk, except that every thread still gets one (the floor gives way to threads)."""
+    import minires.cpu_kernels.chunks as chunks
+    monkeypatch.setattr(chunks, "get_num_threads", lambda: threads)
+    assert len(chunks.batch_chunks(16, 100, 100)) == 16
+    got = chunks.batch_chunks(16, 100, 100, min_images=11)
+    assert [i for sl in got for i in range(16)[sl]] == list(range(16))
+    assert len(got) == threads
+    assert max(sl.stop - sl.start for sl in got) == -(-16 // threads)  # as equal as the images allow
+    assert len(chunks.batch_chunks(16, 100, 100, min_images=4)) == {1: 4, 2: 4, 3: 6}[threads]
 
 
 @pytest.mark.parametrize("algorithm", ["im2col", "winograd"])

@@ -35,6 +35,7 @@ def test_conv2d_is_the_same_on_one_and_on_several_threads(restore_threads, monke
     import minires.cpu_kernels.conv as conv
     import minires.cpu_kernels.winograd as winograd
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv, "MIN_ROWS", 1)
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3))

@@ -16,9 +16,10 @@ inside all four, so the copies, single-threaded before, use every core too.
 from ..threads import get_num_threads
 
 
-def batch_chunks(n, bytes_per_image, chunk_bytes):
+def batch_chunks(n, bytes_per_image, chunk_bytes, min_images=1):
     """Split a batch of ``n`` images into slices of about ``chunk_bytes`` of work memory each,
-    ``bytes_per_image`` being one image's share (its columns, for im2col).
+    ``bytes_per_image`` being one image's share (its columns, for im2col), and of at least
+    ``min_images`` images where the batch allows one such slice per thread.
 
     The number of chunks is rounded up towards a multiple of the thread count (fewer when images
     run out), so the worker threads get about equal shares. An empty batch is one empty chunk.
@@ -27,7 +28,7 @@ def batch_chunks(n, bytes_per_image, chunk_bytes):
         return [slice(0, 0)]
     threads = get_num_threads()
     chunks = -(-n * bytes_per_image // chunk_bytes)
+    chunks = min(chunks, max(1, n // min_images))  # fewer, larger chunks where images are small
     chunks = min(n, -(-chunks // threads) * threads)
     step = -(-n // chunks)
     return [slice(a, min(a + step, n)) for a in range(0, n, step)]
-

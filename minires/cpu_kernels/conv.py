@@ -39,6 +39,11 @@ from .chunks import batch_chunks
 # alone had chosen; alone, the conv's input and dy stay in cache, which they do not inside a step
 # (benchmarks/size_sweep.py; benchmarks/README.md, "Round six").
 CHUNK_BYTES = 2 * 2**20
+# ...but no fewer pixel rows than this: OpenBLAS runs a product of few rows slowly. At 512
+# channels, 7x7 px (ImageNet ResNets' last stage), 2 MB is one image, 49 rows: the conv took
+# 1.2x its time with 8 MB chunks (9 images, 441 rows). CIFAR's convs get 960 rows or more at 2 MB
+# at batch 128, so this floor leaves them as they are.
+MIN_ROWS = 512
 
 
 def pad_channels_last(x, ph, pw):
@@ -79,8 +84,9 @@ def _rows_of(weight):
 
 
 def _chunks(n, channels, kh, kw, oh, ow, itemsize):
-    """The batch's image slices, each with about CHUNK_BYTES of columns of ``channels`` channels."""
-    return batch_chunks(n, kh * kw * channels * oh * ow * itemsize, CHUNK_BYTES)
+    """The batch's image slices, each with about CHUNK_BYTES of columns of ``channels`` channels,
+    and at least MIN_ROWS of them (output pixels) where the batch allows."""
+    return batch_chunks(n, kh * kw * channels * oh * ow * itemsize, CHUNK_BYTES, min_images=-(-MIN_ROWS // (oh * ow)))
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
