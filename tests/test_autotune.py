@@ -51,6 +51,17 @@ def test_the_fastest_candidate_wins_and_the_cache_remembers_it(cache):
     assert autotune.choose("forward k1", {"slow": never("slow"), "fast": never("fast")}, rule="slow") == "fast"
 
 
+@pytest.mark.parametrize("faster, expected", [(0.99, "rule"), (0.96, "other")])
+def test_a_near_tie_keeps_the_rules_choice(cache, monkeypatch, faster, expected):
+    """Another candidate replaces the fixed rule's only when timed MARGIN (3 %) faster or more:
+    1 % faster is a near-tie two timed calls cannot rank; 4 % is not."""
+    monkeypatch.setattr(autotune, "measure", lambda fn: fn())  # each candidate returns its own time
+    times = {"rule": lambda: 1.0, "other": lambda: faster, "slow": lambda: 2.0}
+    assert autotune.choose("backward k", times, rule="rule") == expected
+    entry = json.loads(cache.read_text())["machines"][autotune.machine_id()]["choices"]["backward k"]
+    assert entry["algorithm"] == expected and entry["ms"]["other"] == pytest.approx(1e3 * faster)
+
+
 def test_another_machine_times_again(cache, monkeypatch):
     log = []
     autotune.choose("k", {"a": calls(log, "a"), "b": calls(log, "b")}, rule="a")
@@ -135,7 +146,7 @@ def test_a_split_backward_runs_each_gradient_by_its_algorithm(cache, monkeypatch
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((3, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
     gy = rng.standard_normal((3, 5, 9, 9))
-    fake_ms = iter(range(100, 0, -1))  # each candidate timed measures faster than the one before
+    fake_ms = iter(100 * 0.9**i for i in range(50))  # each candidate timed 10 % faster than the one before
     monkeypatch.setattr(autotune, "measure", lambda fn: (fn(), next(fake_ms) / 1e3)[1])
     real, runs = conv._backward_kernel, []
     monkeypatch.setattr(conv, "_backward_kernel", lambda name, *a: runs.append((name, a[-1])) or real(name, *a))

@@ -58,7 +58,7 @@ def assert_fast_matches_reference(fn, arrays, n_threads, chunk_bytes=1, gy_layou
         minires.set_num_threads(n_threads)
         threads.MIN_SPLIT_BYTES = 0
         conv_kernels.CHUNK_BYTES = winograd_kernels.CHUNK_BYTES = norm_kernels.BLOCK_BYTES = chunk_bytes
-        conv_kernels.MIN_ROWS = 1 if chunk_bytes < 10**8 else conv_kernels.MIN_ROWS  # small chunks really small
+        conv_kernels.MIN_ROWS = 1  # the chunk size alone decides: small chunks stay small
         with use_reference():
             expected, expected_grads, ref_path = run(fn, arrays, 1, gy_layout)
         with use_reference(False):

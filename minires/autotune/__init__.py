@@ -10,8 +10,8 @@ was the faster kernel for every conv at 2 threads (benchmarks/README.md, "Round 
 
 where the direction is "forward", "backward" (dx and dW: every pair of algorithms, since one
 kernel doing both shares work that two kernels repeat), or "input_grad" (dx) or "weight_grad"
-(dW) alone when only one is needed (the first conv needs no dx), and keeps the winner.
-The batch size is not in the key: every CPU kernel works on cache-sized chunks of the batch, so
+(dW) alone when only one is needed (the first conv needs no dx), and keeps the winner; in a
+near-tie (within ``MARGIN``) it keeps the fixed rule's choice. The batch size is not in the key: every CPU kernel works on cache-sized chunks of the batch, so
 its time per image no longer depends on the batch once the batch fills a chunk per thread (and a
 run's last, smaller batch then reuses the full batches' choice).
 
@@ -42,9 +42,15 @@ import numpy as np
 DIRECTIONS = ("forward", "backward", "input_grad", "weight_grad")
 # The cache file's format. Bump it when the keys change meaning or a kernel's speed changes
 # (2: backward timed as (dx, dW) pairs; F(4x4) without float64 temporaries; 3: the CPU kernels
-# channels-last, im2col's dx as a convolution): older tables are re-timed.
-FORMAT = 3
+# channels-last, im2col's dx as a convolution; 4: im2col in 2 MB chunks, dW as its transpose, and
+# near-ties kept for the fixed rule): older tables are re-timed.
+FORMAT = 4
 REPEATS = 2  # timed calls per candidate after one untimed warm-up; the faster of the two counts
+# Another candidate replaces the fixed rule's choice only when timed at least this much faster:
+# two timed calls cannot rank a near-tie. At 16->16 channels 32 px, 1 thread, the backward took
+# 28.2-29.8 ms by im2col and 29.0-30.0 ms by F(2x2) over 12 fresh timings, and F(2x2) won one of
+# them; that choice cost 4 % (benchmarks/README.md, "Round six").
+MARGIN = 0.03
 
 _enabled = None   # None: read MINIRES_AUTOTUNE at first use; else set by set_enabled
 _decided = {}     # key -> algorithm, decided in this process (from the cache file or timed)
@@ -116,7 +122,7 @@ def choose(k, candidates, rule):
     elif not decide or not is_enabled():
         choice = rule
     else:
-        choice = _decided.get(k) or _cached(k, candidates) or _time_and_save(k, candidates)
+        choice = _decided.get(k) or _cached(k, candidates) or _time_and_save(k, candidates, rule)
         _decided[k] = choice
     if table is not None:
         table[k] = choice
@@ -128,12 +134,15 @@ def _cached(k, candidates):
     return entry["algorithm"] if entry and entry.get("algorithm") in candidates else None
 
 
-def _time_and_save(k, candidates):
-    """Time the candidates; keep the winner in the cache file when it can be written (a read-only
-    or full disk costs only the cache: this process keeps its decisions, with one warning)."""
+def _time_and_save(k, candidates, rule):
+    """Time the candidates and take the fastest, or ``rule`` unless the fastest beats it by MARGIN;
+    keep the choice in the cache file when it can be written (a read-only or full disk costs only
+    the cache: this process keeps its decisions, with one warning)."""
     global _unwritable
     times = {name: measure(fn) for name, fn in candidates.items()}
     best = min(times, key=times.get)
+    if rule in times and times[best] > (1 - MARGIN) * times[rule]:
+        best = rule  # a near-tie: keep the rule's choice
     if not _unwritable:
         try:
             _update_cache(lambda mine: mine["choices"].__setitem__(

@@ -6,7 +6,7 @@ pixel, and takes the product in the orientation OpenBLAS runs fastest::
 
     forward, per chunk of n images:  cols = im2col(pad(x[chunk]))     (n*OH*OW, kh*kw*C), rows = pixels
                                      y[chunk] = cols @ W2^T            (n*OH*OW, O): channels-last memory
-    backward, per chunk:             dW += dy2[chunk]^T @ cols         cols recomputed (not saved: see below)
+    backward, per chunk:             dW^T += cols^T @ dy2[chunk]       cols recomputed (not saved: see below)
                                      dx[chunk] = conv(dy, W flipped)   stride 1: one more im2col + matmul
                                                 or col2im(dy2 @ W2)    other strides
 
@@ -86,7 +86,8 @@ def _rows_of(weight):
 def _chunks(n, channels, kh, kw, oh, ow, itemsize):
     """The batch's image slices, each with about CHUNK_BYTES of columns of ``channels`` channels,
     and at least MIN_ROWS of them (output pixels) where the batch allows."""
-    return batch_chunks(n, kh * kw * channels * oh * ow * itemsize, CHUNK_BYTES, min_images=-(-MIN_ROWS // (oh * ow)))
+    min_images = -(-MIN_ROWS // (oh * ow))
+    return batch_chunks(n, kh * kw * channels * oh * ow * itemsize, CHUNK_BYTES, min_images)
 
 
 def conv2d_forward(x, weight, bias, stride, padding):
@@ -125,12 +126,12 @@ def conv2d_backward(x, weight, gy, stride, padding, needs_input_grad):
         w2 = _rows_of(weight)
     gx = np.empty((n, h, w, c), dtype=x.dtype) if need_x else None
 
-    def chunk_backward(images):  # returns this chunk's share of dW2 (O, kh*kw*C)
+    def chunk_backward(images):  # returns this chunk's share of dW2^T (kh*kw*C, O)
         g = gy_last[images].reshape(-1, o)
         gw = None
         if need_w:
             cols = im2col_channels_last(pad_channels_last(x[images], ph, pw), kh, kw, sh, sw, oh, ow)
-            gw = g.T @ cols
+            gw = cols.T @ g  # dW2^T: 1.03-1.18x faster than dW2 = g^T @ cols (16-64 channels, 1 thread)
         if need_x and as_conv:
             gpad = pad_channels_last(gy[images], kh - 1 - ph, kw - 1 - pw)
             np.matmul(im2col_channels_last(gpad, kh, kw, 1, 1, h, w), flipped, out=gx[images].reshape(-1, c))
@@ -144,6 +145,6 @@ def conv2d_backward(x, weight, gy, stride, padding, needs_input_grad):
     shares = parallel_map(chunk_backward, _chunks(n, max(c, o), kh, kw, max(oh, h), max(ow, w), x.dtype.itemsize))
     gw = None
     if need_w:
-        gw = np.ascontiguousarray(sum(shares[1:], shares[0]).reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+        gw = np.ascontiguousarray(sum(shares[1:], shares[0]).reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
     gb = gy_last.sum(axis=(0, 1, 2)) if need_b else None
     return None if gx is None else gx.transpose(0, 3, 1, 2), gw, gb

@@ -211,9 +211,10 @@ def _winograd_runs(x, weight, stride):
 def fixed_rule(x, weight, stride, padding):
     """"im2col" for every conv: what "auto" runs when timing is off (``MINIRES_AUTOTUNE=0``, the tests).
 
-    Measured on an Intel Xeon (forward + backward, batch 128, benchmarks/README.md, round five):
-    the channels-last im2col kernel was the fastest single algorithm on every ResNet conv shape at
-    2 threads and on all but one at 1 (8 -> 8 channels at 32 px, where F(2x2) was 4 % faster).
+    Measured on an Intel Xeon (forward + backward, batch 128, benchmarks/README.md, rounds five
+    and six): the channels-last im2col kernel was the fastest single algorithm on every ResNet conv
+    shape at 1 and 2 threads (round five: all but 8 -> 8 channels at 32 px at 1 thread). Timing
+    on, "auto" also keeps this choice in a near-tie (``autotune.MARGIN``).
     Round three's rule, F(2x2) for 8 to 64 channels at 8 px and more, was measured on an AMD EPYC
     against the channel-major im2col of that time, 1.3-2x slower than F(2x2) there; the
     channels-last kernel has not been timed on that machine, and F(2x2) may still win there.
