@@ -9,10 +9,12 @@ training steps rather than one op timed alone.
 Why inside a step: an op timed alone in a loop finds its input (and dy) still in cache from the
 last call; inside a step they were written several ops ago and have left it. Sizes picked alone can
 then be wrong for the step (benchmarks/README.md, "Round six": 8 MB chunks won alone, 2 MB in the
-step). One process, ResNet im2col steps (batch 128, SGD with momentum), the constant set before
-each block, sizes and thread counts interleaved over the rounds; median ms per step and each size's
-time against the first size's. Sizes are in MB for a constant named *_BYTES, else taken as they are.
-"resnet18" is the ImageNet ResNet-18 (10 classes) at batch 16 and 112 px, the CIFAR nets at batch 128. Unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the run.
+step). One process, ResNet steps (SGD with momentum; every 3x3 stride-1 conv by im2col, or by
+--algorithm), the constant set before each block, sizes and thread counts interleaved over the
+rounds; median ms per step and each size's time against the first size's. Sizes are in MB for a
+constant named *_BYTES, else taken as they are. "resnet18" is the ImageNet ResNet-18 (10 classes)
+at batch 16 and 112 px, the CIFAR nets run at batch 128. Unset OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE for the run.
 """
 import argparse
 import importlib
@@ -38,6 +40,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=3, help="timed steps per block")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--algorithm", default="im2col", choices=["im2col", "winograd", "winograd4"],
+                   help="the conv algorithm of every 3x3 stride-1 conv (winograd for winograd.CHUNK_BYTES)")
     train_step.add_malloc_option(p)
     args = p.parse_args(argv)
     train_step.keep_freed_memory(args.malloc)
@@ -54,10 +58,10 @@ def main(argv=None):
     if not isinstance(getattr(module, name, None), int):
         raise SystemExit(f"size_sweep: minires.cpu_kernels.{args.constant} is not an integer constant")
     unit, label = (2**20, " MB") if name.endswith("_BYTES") else (1, "")
-    minires.use_algorithm("im2col")  # the algorithm fixed: only the size changes between blocks
+    minires.use_algorithm(args.algorithm)  # the algorithm fixed: only the size changes between blocks
     print("\n".join(header_lines(None)[:3]))
     print(f"threads : {' and '.join(map(str, args.threads))} (minires.set_num_threads, OpenBLAS held at 1 thread inside "
-          f"its pool); malloc {args.malloc}; conv algorithm im2col")
+          f"its pool); malloc {args.malloc}; conv algorithm {args.algorithm}")
     print(f"{args.constant}, interleaved blocks of {args.steps} steps x {args.rounds} rounds, "
           f"median ms per step (time against {args.sizes[0]:g}{label})")
     for model in args.models:
