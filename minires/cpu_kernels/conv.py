@@ -35,8 +35,9 @@ from .chunks import batch_chunks
 # Size of one chunk's column matrix: 2 MB holds 3-4 images' columns of a 16-channel 32x32 3x3
 # conv, and is the size of this Xeon's per-core L2, so the columns im2col writes are still there
 # when the matmul reads them. Swept inside whole ResNet-20/56 steps (1-8 MB, 1 and 2 threads): 2 MB
-# was best or within 2 % of best, and 1.14-1.28x faster a step than the 8 MB that timing one conv
-# alone had chosen; alone, the conv's input and dy stay in cache, which they do not inside a step
+# was best or within 2 % of best, and faster a step than the 8 MB that timing one conv alone had
+# chosen: 1.14-1.28x in one session, 1.03-1.04x in another (shared machines: the cost of main memory
+# varies). Alone, the conv's input and dy stay in cache, which they do not inside a step
 # (benchmarks/size_sweep.py; benchmarks/README.md, "Round six").
 CHUNK_BYTES = 2 * 2**20
 # ...but no fewer pixel rows than this: OpenBLAS runs a product of few rows slowly. At 512
